@@ -1,0 +1,42 @@
+# Every target sets itself up: a fresh machine needs only Python 3.11+ and make.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## Show this help
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+.PHONY: install
+install: $(STAMP) ## Create .venv and install the service with its development tools
+
+.PHONY: run
+run: $(STAMP) ## Serve the exchange (SQLite in ./var unless EXCHANGE_DATABASE_URL is set)
+	$(BIN)/litestar run
+
+.PHONY: test
+test: $(STAMP) ## Run the whole suite, on SQLite and on PostgreSQL
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+.PHONY: lint
+lint: $(STAMP) ## Lint, check formatting and type-check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+.PHONY: bench
+bench: $(STAMP) ## Run the benchmarks against PostgreSQL (see bench/README.md)
+	$(BIN)/python -m bench
+
+.PHONY: clean
+clean: ## Remove the virtualenv and caches (keeps ./var)
+	rm -rf $(VENV) .pytest_cache .hypothesis .mypy_cache .ruff_cache

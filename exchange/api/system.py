@@ -1,0 +1,59 @@
+"""Unsigned endpoints: liveness, readiness and the exchange's public keys."""
+
+from __future__ import annotations
+
+import msgspec
+from litestar import Controller, get
+from litestar.datastructures import State
+from litestar.exceptions import ServiceUnavailableException
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from exchange.migrate import head_revision
+
+
+class PublicKey(msgspec.Struct):
+    key_id: str
+    alg: str
+    public_key: str
+    """PEM (SubjectPublicKeyInfo)."""
+
+
+class Health(msgspec.Struct):
+    status: str
+
+
+class SystemController(Controller):
+    tags = ["system"]
+
+    @get(
+        "/health",
+        operation_id="health",
+        summary="Liveness: the process answers",
+        sync_to_thread=False,
+    )
+    def health(self) -> Health:
+        return Health(status="ok")
+
+    @get(
+        "/ready",
+        operation_id="ready",
+        summary="Readiness: the database answers and its schema is current",
+    )
+    async def ready(self, db_session: AsyncSession, state: State) -> Health:
+        try:
+            version = await db_session.scalar(text("SELECT version_num FROM alembic_version"))
+        except Exception as exc:
+            raise ServiceUnavailableException("database unavailable") from exc
+        if version != head_revision(state.settings):
+            raise ServiceUnavailableException("database schema is not current")
+        return Health(status="ready")
+
+    @get(
+        "/v1/keys",
+        operation_id="listExchangeKeys",
+        summary="The exchange's public keys, to verify what it signs",
+        sync_to_thread=False,
+    )
+    def keys(self, state: State) -> list[PublicKey]:
+        return [PublicKey(**key) for key in state.exchange_keys.public_jwks()]

@@ -1,0 +1,77 @@
+"""The application factory: plugins, routes of every domain, lifespan. Nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from advanced_alchemy.extensions.litestar import (
+    AsyncSessionConfig,
+    SQLAlchemyAsyncConfig,
+    SQLAlchemyPlugin,
+)
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.openapi.config import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+
+from exchange.api.system import SystemController
+from exchange.cli import ExchangeCLIPlugin
+from exchange.db import create_engine
+from exchange.jobs import run_periodic_jobs
+from exchange.migrate import upgrade_async
+from exchange.observability import request_id_middleware, structlog_plugin
+from exchange.settings import Settings, get_settings
+from exchange.signing import load_exchange_keys, load_master_key
+
+
+class MetricsController(PrometheusController):
+    path = "/metrics"
+    include_in_schema = False
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    """Build the service. No I/O happens here; the lifespan migrates and loads keys."""
+    settings = settings or get_settings()
+    engine = create_engine(settings)
+    db_config = SQLAlchemyAsyncConfig(
+        engine_instance=engine,
+        session_config=AsyncSessionConfig(expire_on_commit=False),
+        before_send_handler="autocommit",
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        if settings.auto_migrate:
+            await upgrade_async(settings)
+        app.state.exchange_keys = load_exchange_keys(settings)
+        app.state.master_key = load_master_key(settings)
+        jobs = asyncio.create_task(run_periodic_jobs(app, settings))
+        try:
+            yield
+        finally:
+            jobs.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await jobs
+            await engine.dispose()
+
+    prometheus = PrometheusConfig(app_name="exchange", group_path=True)
+    return Litestar(
+        route_handlers=[SystemController, MetricsController],
+        plugins=[
+            SQLAlchemyPlugin(config=db_config),
+            structlog_plugin(settings),
+            ExchangeCLIPlugin(),
+        ],
+        middleware=[request_id_middleware, prometheus.middleware],
+        lifespan=[lifespan],
+        state=State({"settings": settings}),
+        openapi_config=OpenAPIConfig(
+            title="Coalition points exchange",
+            version="1.0.0",
+            path="/docs",
+            render_plugins=[SwaggerRenderPlugin()],
+        ),
+    )

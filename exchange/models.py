@@ -1,0 +1,9 @@
+"""Every table of the service, imported in one place so that Alembic sees the whole schema."""
+
+from exchange.base import Base
+from exchange.ledger import models as ledger_models
+from partners import models as partner_models
+
+metadata = Base.metadata
+
+__all__ = ["ledger_models", "metadata", "partner_models"]

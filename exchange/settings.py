@@ -1,0 +1,120 @@
+"""One place for configuration: every knob is an ``EXCHANGE_*`` environment variable.
+
+``get_settings()`` reads the environment once and caches the result; tests call
+``get_settings.cache_clear()`` after changing the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+# ISO 4217 minor-unit exponents for the settlement currencies we expect; any other code
+# must be given with EXCHANGE_SETTLEMENT_MINOR_EXPONENT.
+_MINOR_EXPONENTS = {"EUR": 2, "USD": 2, "GBP": 2, "CHF": 2, "JPY": 0, "KWD": 3, "BHD": 3}
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(f"EXCHANGE_{name}")
+    return value if value not in (None, "") else default
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    value = _env(name)
+    if value is None:
+        return default
+    return value.strip().lower() not in {"0", "false", "no", "off"}
+
+
+def _env_int(name: str, default: int) -> int:
+    value = _env(name)
+    return default if value is None else int(value)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The service's configuration, read from ``EXCHANGE_*`` variables."""
+
+    data_dir: Path = Path("var")
+    """EXCHANGE_DATA_DIR: where the SQLite database and development keys live (``./var``)."""
+
+    database_url: str | None = None
+    """EXCHANGE_DATABASE_URL: a SQLAlchemy URL. ``postgresql://`` is served through asyncpg.
+    Unset means SQLite in the data directory."""
+
+    auto_migrate: bool = True
+    """EXCHANGE_AUTO_MIGRATE: apply Alembic migrations at start (``0``: leave the schema alone)."""
+
+    signing_key: Path | None = None
+    """EXCHANGE_SIGNING_KEY: PEM file of the exchange's Ed25519 signing key. Unset: a development
+    key is created in ``<data_dir>/keys/`` on first run."""
+
+    verify_keys: tuple[Path, ...] = ()
+    """EXCHANGE_VERIFY_KEYS: further PEM files (``:``-separated) of retired signing keys whose
+    public halves stay published at ``/v1/keys`` so that old signatures still verify."""
+
+    master_key: str | None = None
+    """EXCHANGE_MASTER_KEY: base64 of 32 random bytes; the AES-GCM key for secrets at rest.
+    Unset: a development master key is created in ``<data_dir>/keys/`` on first run."""
+
+    settlement_currency: str = "EUR"
+    """EXCHANGE_SETTLEMENT_CURRENCY: the ISO 4217 code money is settled in."""
+
+    settlement_minor_exponent: int = 2
+    """EXCHANGE_SETTLEMENT_MINOR_EXPONENT: decimals of the currency's minor unit (derived for
+    common codes)."""
+
+    issuance_shards: int = 8
+    """EXCHANGE_ISSUANCE_SHARDS: how many accounts a brand's issuance (and each participant's
+    settlement) account is split into, so that one brand's traffic is not serialised on one row.
+    Applies to partners created afterwards."""
+
+    hold_ttl_seconds: int = 7 * 24 * 3600
+    """EXCHANGE_HOLD_TTL_SECONDS: default lifetime of a hold when the caller gives none."""
+
+    log_json: bool = False
+    """EXCHANGE_LOG_JSON: structured logs as JSON lines (default: human-readable console)."""
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The async SQLAlchemy URL to connect to."""
+        url = self.database_url
+        if url is None:
+            return f"sqlite+aiosqlite:///{(self.data_dir / 'exchange.sqlite3').resolve()}"
+        for prefix in ("postgresql://", "postgres://"):
+            if url.startswith(prefix):
+                return "postgresql+asyncpg://" + url[len(prefix) :]
+        return url
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.sqlalchemy_url.startswith("postgresql")
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.data_dir / "keys"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Read the environment once."""
+    currency = (_env("SETTLEMENT_CURRENCY", "EUR") or "EUR").upper()
+    verify = _env("VERIFY_KEYS")
+    signing = _env("SIGNING_KEY")
+    return Settings(
+        data_dir=Path(_env("DATA_DIR", "var") or "var"),
+        database_url=_env("DATABASE_URL"),
+        auto_migrate=_env_bool("AUTO_MIGRATE", True),
+        signing_key=Path(signing) if signing else None,
+        verify_keys=tuple(Path(p) for p in verify.split(os.pathsep) if p) if verify else (),
+        master_key=_env("MASTER_KEY"),
+        settlement_currency=currency,
+        settlement_minor_exponent=_env_int(
+            "SETTLEMENT_MINOR_EXPONENT", _MINOR_EXPONENTS.get(currency, 2)
+        ),
+        issuance_shards=max(1, _env_int("ISSUANCE_SHARDS", 8)),
+        hold_ttl_seconds=_env_int("HOLD_TTL_SECONDS", 7 * 24 * 3600),
+        log_json=_env_bool("LOG_JSON", False),
+    )

@@ -1,0 +1,600 @@
+"""RFC 9421 HTTP Message Signatures and RFC 9530 Content-Digest, as pure functions.
+
+The exchange verifies every partner request with :func:`verify_request` and signs every
+response with :func:`sign_response`; the partner client does the reverse with
+:func:`sign_request` and :func:`verify_response`. Nothing here does I/O: the caller resolves
+keys, checks nonces for replay and supplies the clock.
+
+Why not the ``http-message-signatures`` package for verification: its verifier is bound to one
+algorithm (a partner's keys may mix ed25519 and hmac-sha256), reads the wall clock instead of an
+injected ``now``, and refuses to choose among several signatures without a signed ``tag``,
+whereas our policy is "any one signature that satisfies every rule". So the signature base is
+built here by hand, with ``http_sf`` doing all Structured Field parsing and serialisation; the
+RFC 9421 Appendix B vectors and the package itself (as an independent signer) are the tests.
+
+Only the components this API needs are supported: ``@method``, ``@path``, ``@query``,
+``@authority``, ``@status`` and plain header fields. A signature covering anything else (for
+instance a component with parameters such as ``"content-digest";sf``) does not verify.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import http_sf
+from cryptography.exceptions import InvalidSignature as _CryptoInvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+from http_sf.innerlist import ser_innerlist
+from http_sf.types import BareItemType, InnerListType
+
+__all__ = [
+    "DIGEST_ALGORITHMS",
+    "MAX_SIGNATURES",
+    "SignatureCandidate",
+    "SignatureInvalid",
+    "VerifiedSignature",
+    "VerifyKey",
+    "content_digest",
+    "digest_matches",
+    "parse_signatures",
+    "sign_request",
+    "sign_response",
+    "signature_base",
+    "verify_request",
+    "verify_response",
+]
+
+#: RFC 9530 algorithms we produce and check; others in a Content-Digest field are ignored.
+DIGEST_ALGORITHMS = {"sha-256": hashlib.sha256, "sha-512": hashlib.sha512}
+#: Bound on the signatures examined per message, so a request cannot buy unbounded
+#: cryptographic work by piling up labels.
+MAX_SIGNATURES = 8
+
+_DERIVED_COMPONENTS = {"@method", "@path", "@query", "@authority", "@status"}
+
+
+class SignatureInvalid(Exception):
+    """Any failure to parse or verify a signature. The message is for logs, never for clients."""
+
+
+@dataclass(frozen=True)
+class VerifyKey:
+    """A key the caller resolved for a ``keyid``."""
+
+    key_id: str
+    alg: str  # "ed25519" or "hmac-sha256"
+    material: bytes  # ed25519: raw 32-byte public key; hmac-sha256: the shared secret
+
+
+@dataclass(frozen=True)
+class SignatureCandidate:
+    """One signature: a label present in both ``Signature-Input`` and ``Signature``.
+
+    ``components`` holds the covered component names in order; a component carrying
+    parameters is kept in its serialised form (e.g. ``'"content-digest";sf'``) so that it
+    never equals a plain name. ``params_serialized`` is the ``@signature-params`` value.
+    """
+
+    label: str
+    key_id: str | None
+    components: tuple[str, ...]
+    params: dict[str, object]
+    params_serialized: str = ""
+    signature: bytes = field(default=b"", repr=False)
+
+
+@dataclass(frozen=True)
+class VerifiedSignature:
+    """The signature that passed :func:`verify_request`. The caller must still check the
+    nonce for replay (per key, within the ``created`` window)."""
+
+    label: str
+    key_id: str
+    alg: str
+    created: int
+    expires: int | None
+    nonce: str
+
+
+# --------------------------------------------------------------------------- Content-Digest
+
+
+def content_digest(body: bytes, alg: str = "sha-256") -> str:
+    """Return a ``Content-Digest`` header value (RFC 9530) for ``body``."""
+    try:
+        hasher = DIGEST_ALGORITHMS[alg]
+    except KeyError:
+        raise ValueError(f"unsupported digest algorithm {alg!r}") from None
+    return http_sf.ser({alg: hasher(body).digest()})
+
+
+def digest_matches(header_value: str, body: bytes) -> bool:
+    """Whether a ``Content-Digest`` value matches ``body``.
+
+    At least one supported member (sha-256, sha-512) must be present and every supported
+    member must match; members with other algorithms are ignored. Malformed input (including
+    a repeated algorithm, which would otherwise silently keep only the last one) is False.
+    """
+    try:
+        members = _parse_dictionary(header_value, "Content-Digest")
+    except SignatureInvalid:
+        return False
+    checked = False
+    for alg, member in members.items():
+        hasher = DIGEST_ALGORITHMS.get(alg)
+        if hasher is None:
+            continue
+        value = member[0] if isinstance(member, tuple) else member
+        if not isinstance(value, bytes):
+            return False
+        if not hmac.compare_digest(value, hasher(body).digest()):
+            return False
+        checked = True
+    return checked
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _normalise_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """Lower-case the names; trim values and join repeated fields with ", " (RFC 9421 §2.1).
+
+    ``items()`` is used so that multi-dicts yielding one pair per field line keep every line;
+    names that differ only in case are likewise treated as lines of one field.
+    """
+    lines: dict[str, list[str]] = {}
+    for name, value in headers.items():
+        lines.setdefault(name.lower(), []).append(value.strip())
+    return {name: ", ".join(values) for name, values in lines.items()}
+
+
+def _reject_duplicate(key: str, context: str) -> None:
+    # Structured Fields let the last duplicate win. For signatures that is an ambiguity an
+    # attacker can exploit (the verifier and a logger may read different members), so refuse.
+    raise SignatureInvalid(f"duplicate {context} key {key!r}")
+
+
+def _parse_dictionary(value: str, name: str) -> dict[str, Any]:
+    try:
+        parsed = http_sf.parse(
+            value.encode("ascii"), tltype="dictionary", on_duplicate_key=_reject_duplicate
+        )
+    # SignatureInvalid comes from _reject_duplicate; ValueError covers StructuredFieldError
+    # and non-ASCII input.
+    except (SignatureInvalid, ValueError) as exc:
+        raise SignatureInvalid(f"malformed {name}: {exc}") from None
+    if not isinstance(parsed, dict):  # pragma: no cover - tltype guarantees a dict
+        raise SignatureInvalid(f"malformed {name}")
+    return parsed
+
+
+def _component_name(item: Any, label: str) -> str:
+    value, params = item
+    if not isinstance(value, str):
+        raise SignatureInvalid(f"{label}: component identifiers must be strings")
+    return value if not params else http_sf.ser((value, params))
+
+
+def parse_signatures(headers: Mapping[str, str]) -> list[SignatureCandidate]:
+    """Parse ``Signature-Input`` and ``Signature`` into one candidate per label.
+
+    Header names are matched case-insensitively. A label present in only one of the two
+    headers is skipped; malformed dictionaries, duplicate labels, or members of the wrong
+    type raise :class:`SignatureInvalid`. Missing headers give an empty list.
+    """
+    fields = _normalise_headers(headers)
+    raw_inputs, raw_signatures = fields.get("signature-input"), fields.get("signature")
+    if raw_inputs is None or raw_signatures is None:
+        return []
+    inputs = _parse_dictionary(raw_inputs, "Signature-Input")
+    signatures = _parse_dictionary(raw_signatures, "Signature")
+    candidates = []
+    for label, member in inputs.items():
+        if label not in signatures:
+            continue
+        items, params = member
+        if not isinstance(items, list):
+            raise SignatureInvalid(f"Signature-Input {label!r} is not an inner list")
+        signature = signatures[label][0]
+        if not isinstance(signature, bytes):
+            raise SignatureInvalid(f"Signature {label!r} is not a byte sequence")
+        key_id = params.get("keyid")
+        candidates.append(
+            SignatureCandidate(
+                label=label,
+                key_id=key_id if isinstance(key_id, str) else None,
+                components=tuple(_component_name(item, label) for item in items),
+                params=dict(params),
+                # Re-serialising the parsed member reproduces what a conforming signer put in
+                # its signature base (RFC 9421 §2.3), whatever whitespace the sender used.
+                params_serialized=ser_innerlist((items, params)),
+                signature=signature,
+            )
+        )
+    return candidates
+
+
+# --------------------------------------------------------------------------- signature base
+
+
+def signature_base(
+    components: Sequence[str],
+    params_serialized: str,
+    *,
+    method: str | None = None,
+    path: str | None = None,
+    query: str | None = None,
+    authority: str | None = None,
+    status: int | None = None,
+    headers: Mapping[str, str],
+) -> bytes:
+    """Build the RFC 9421 §2.5 signature base.
+
+    ``path`` is the request's absolute path as sent (still percent-encoded); ``query`` the
+    raw query string without ``?``. A component that cannot be resolved (not supported,
+    absent from the message, repeated, or carrying characters that would forge extra lines)
+    raises :class:`SignatureInvalid`.
+    """
+    fields = _normalise_headers(headers)
+    derived: dict[str, str | None] = {
+        "@method": method.upper() if method is not None else None,
+        "@path": (path or "/") if path is not None else None,
+        "@query": "?" + query if query is not None else None,
+        "@authority": authority.lower() if authority is not None else None,
+        "@status": str(status) if status is not None else None,
+    }
+    lines = []
+    seen = set()
+    for name in components:
+        if name in seen:
+            raise SignatureInvalid(f"component {name!r} covered twice")
+        seen.add(name)
+        if name in _DERIVED_COMPONENTS:
+            value = derived[name]
+        elif name.startswith("@") or name != name.lower() or not name or '"' in name:
+            raise SignatureInvalid(f"unsupported component {name!r}")
+        else:
+            value = fields.get(name)
+        if value is None:
+            raise SignatureInvalid(f"component {name!r} not present in the message")
+        if "\n" in value or "\r" in value:
+            raise SignatureInvalid(f"component {name!r} contains a line break")
+        lines.append(f"{http_sf.ser(name)}: {value}")
+    lines.append(f'"@signature-params": {params_serialized}')
+    try:
+        return "\n".join(lines).encode("ascii")
+    except UnicodeEncodeError:
+        raise SignatureInvalid("signature base is not ASCII") from None
+
+
+# --------------------------------------------------------------------------- crypto
+
+
+def _sign(alg: str, key: bytes | Ed25519PrivateKey, data: bytes) -> bytes:
+    if alg == "ed25519":
+        if not isinstance(key, Ed25519PrivateKey):
+            raise TypeError("ed25519 signing needs an Ed25519PrivateKey")
+        return key.sign(data)
+    if alg == "hmac-sha256":
+        if not isinstance(key, bytes):
+            raise TypeError("hmac-sha256 signing needs the secret as bytes")
+        return hmac.new(key, data, hashlib.sha256).digest()
+    raise ValueError(f"unsupported signature algorithm {alg!r}")
+
+
+def _verify(alg: str, material: bytes | Ed25519PublicKey, data: bytes, signature: bytes) -> bool:
+    if alg == "hmac-sha256" and isinstance(material, bytes):
+        expected = hmac.new(material, data, hashlib.sha256).digest()
+        return hmac.compare_digest(expected, signature)
+    if alg == "ed25519":
+        try:
+            public = (
+                material
+                if isinstance(material, Ed25519PublicKey)
+                else Ed25519PublicKey.from_public_bytes(material)
+            )
+            public.verify(signature, data)
+        except (_CryptoInvalidSignature, ValueError):
+            return False
+        return True
+    return False
+
+
+def _inner_list(components: Sequence[str], params: dict[str, BareItemType]) -> InnerListType:
+    return ([(name, {}) for name in components], params)
+
+
+def _serialise_signature_headers(
+    label: str, components: Sequence[str], params: dict[str, BareItemType], signature: bytes
+) -> tuple[str, str]:
+    try:
+        signature_input = http_sf.ser({label: _inner_list(components, params)})
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"cannot serialise signature input: {exc}") from None
+    return signature_input, http_sf.ser({label: signature})
+
+
+def _signature_params(components: Sequence[str], params: dict[str, BareItemType]) -> str:
+    return ser_innerlist(_inner_list(components, params))
+
+
+# --------------------------------------------------------------------------- requests
+
+
+def _check_request_candidate(
+    candidate: SignatureCandidate,
+    *,
+    method: str,
+    path: str,
+    query: str,
+    authority: str | None,
+    fields: Mapping[str, str],
+    body: bytes,
+    keys: Mapping[str, VerifyKey],
+    now: int,
+    max_age: int,
+    max_future: int,
+) -> VerifiedSignature:
+    """Apply every rule of the signed API to one signature; raise on the first broken one."""
+    params = candidate.params
+    key_id, created, nonce = candidate.key_id, params.get("created"), params.get("nonce")
+    expires = params.get("expires")
+    if not key_id:
+        raise SignatureInvalid("missing keyid")
+    # type() rather than isinstance(): a bare ";created" flag parses as True, a bool.
+    if type(created) is not int:
+        raise SignatureInvalid("missing or non-integer created")
+    if not isinstance(nonce, str) or not nonce:
+        raise SignatureInvalid("missing nonce")
+    if created > now + max_future:
+        raise SignatureInvalid("created is in the future")
+    if created < now - max_age:
+        raise SignatureInvalid("created is too old")
+    if expires is not None and (type(expires) is not int or expires <= now):
+        raise SignatureInvalid("expired")
+
+    required = ["@method", "@path"]
+    if query:
+        required.append("@query")
+    if body:
+        required.append("content-digest")
+    missing = [name for name in required if name not in candidate.components]
+    if missing:
+        raise SignatureInvalid(f"components not covered: {missing}")
+    if "content-digest" in candidate.components:
+        digest = fields.get("content-digest")
+        if digest is None or not digest_matches(digest, body):
+            raise SignatureInvalid("content-digest does not match the body")
+
+    key = keys.get(key_id)
+    if key is None:
+        raise SignatureInvalid(f"unknown keyid {key_id!r}")
+    if "alg" in params and params["alg"] != key.alg:
+        raise SignatureInvalid(f"alg {params['alg']!r} is not the key's {key.alg!r}")
+    base = signature_base(
+        candidate.components,
+        candidate.params_serialized,
+        method=method,
+        path=path,
+        query=query,
+        authority=authority,
+        headers=fields,
+    )
+    if not _verify(key.alg, key.material, base, candidate.signature):
+        raise SignatureInvalid("signature does not verify")
+    return VerifiedSignature(
+        label=candidate.label,
+        key_id=key_id,
+        alg=key.alg,
+        created=created,
+        expires=expires,
+        nonce=nonce,
+    )
+
+
+def verify_request(
+    *,
+    method: str,
+    path: str,
+    query: str,
+    authority: str | None,
+    headers: Mapping[str, str],
+    body: bytes,
+    keys: Mapping[str, VerifyKey],
+    now: int,
+    max_age: int = 300,
+    max_future: int = 30,
+) -> VerifiedSignature:
+    """Verify a partner request; pass if any one signature satisfies every rule.
+
+    The rules (SPEC §4): it covers ``@method``, ``@path``, ``@query`` when ``query`` is
+    non-empty and ``content-digest`` when ``body`` is non-empty (the digest matching the
+    body); it has ``created``, ``keyid`` and a non-empty string ``nonce``; ``created`` lies
+    in ``[now - max_age, now + max_future]``; ``expires``, if present, is after ``now``; the
+    ``keyid`` is in ``keys``; ``alg``, if present, is the key's; and the signature verifies.
+
+    Raises :class:`SignatureInvalid` otherwise, with each signature's reason in the message.
+    Replay (the nonce) is the caller's to check.
+    """
+    candidates = parse_signatures(headers)
+    if not candidates:
+        raise SignatureInvalid("no signature")
+    if len(candidates) > MAX_SIGNATURES:
+        raise SignatureInvalid(f"more than {MAX_SIGNATURES} signatures")
+    fields = _normalise_headers(headers)
+    reasons = []
+    for candidate in candidates:
+        try:
+            return _check_request_candidate(
+                candidate,
+                method=method,
+                path=path,
+                query=query,
+                authority=authority,
+                fields=fields,
+                body=body,
+                keys=keys,
+                now=now,
+                max_age=max_age,
+                max_future=max_future,
+            )
+        except SignatureInvalid as exc:
+            reasons.append(f"{candidate.label}: {exc}")
+    raise SignatureInvalid("; ".join(reasons))
+
+
+def sign_request(
+    *,
+    method: str,
+    path: str,
+    query: str,
+    authority: str | None,
+    headers: Mapping[str, str],
+    body: bytes,
+    key_id: str,
+    alg: str,
+    key: bytes | Ed25519PrivateKey,
+    created: int,
+    nonce: str,
+    expires: int | None = None,
+    label: str = "sig1",
+    include_alg: bool = True,
+) -> dict[str, str]:
+    """Sign a request; return the headers to add.
+
+    Covers ``@method``, ``@path``, ``@query`` (when ``query`` is non-empty) and
+    ``content-digest`` (when ``body`` is non-empty, in which case a sha-256
+    ``Content-Digest`` is among the returned headers and replaces any in ``headers``).
+    ``authority`` is accepted for symmetry with :func:`verify_request` but not covered.
+    The returned ``Signature-Input``/``Signature`` replace any the message already had.
+    Bad arguments (unknown ``alg``, wrong key type, invalid label) raise ``ValueError`` or
+    ``TypeError``: they are programming errors, not signature failures.
+    """
+    del authority  # not in the component set SPEC §4 requires, so not signed
+    components = ["@method", "@path"]
+    if query:
+        components.append("@query")
+    added: dict[str, str] = {}
+    fields = _normalise_headers(headers)
+    if body:
+        components.append("content-digest")
+        added["Content-Digest"] = fields["content-digest"] = content_digest(body)
+    params: dict[str, BareItemType] = {"created": created, "keyid": key_id}
+    if include_alg:
+        params["alg"] = alg
+    if expires is not None:
+        params["expires"] = expires
+    params["nonce"] = nonce
+    base = signature_base(
+        components,
+        _signature_params(components, params),
+        method=method,
+        path=path,
+        query=query,
+        headers=fields,
+    )
+    signature = _sign(alg, key, base)
+    added["Signature-Input"], added["Signature"] = _serialise_signature_headers(
+        label, components, params, signature
+    )
+    return added
+
+
+# --------------------------------------------------------------------------- responses
+
+
+def sign_response(
+    *,
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    key_id: str,
+    key: Ed25519PrivateKey,
+    created: int,
+    label: str = "exchange",
+) -> dict[str, str]:
+    """Sign a response with the exchange's Ed25519 key; return the headers to add.
+
+    Always adds a sha-256 ``Content-Digest`` (even for an empty body, so that a partner's
+    proof pins the body either way) and covers ``@status`` and ``content-digest``.
+    """
+    components = ["@status", "content-digest"]
+    fields = _normalise_headers(headers)
+    digest = fields["content-digest"] = content_digest(body)
+    params: dict[str, BareItemType] = {"created": created, "keyid": key_id, "alg": "ed25519"}
+    base = signature_base(
+        components, _signature_params(components, params), status=status, headers=fields
+    )
+    signature_input, signature = _serialise_signature_headers(
+        label, components, params, _sign("ed25519", key, base)
+    )
+    return {"Content-Digest": digest, "Signature-Input": signature_input, "Signature": signature}
+
+
+def verify_response(
+    *,
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    public_keys: Mapping[str, Ed25519PublicKey | bytes],
+    now: int | None = None,
+    max_age: int | None = None,
+    max_future: int = 30,
+) -> str:
+    """Verify the exchange's signature on a response; return the ``keyid`` that verified.
+
+    A signature counts if it covers ``@status`` and ``content-digest``, the digest matches
+    ``body``, its ``keyid`` is in ``public_keys`` (Ed25519 public keys, or their raw
+    bytes), ``alg`` if present is ``ed25519``, ``expires`` if present is after ``now``, and
+    it verifies. With ``max_age``, ``created`` is also required within
+    ``[now - max_age, now + max_future]``. ``now`` defaults to the current time.
+    """
+    candidates = parse_signatures(headers)
+    if not candidates:
+        raise SignatureInvalid("no signature")
+    if len(candidates) > MAX_SIGNATURES:
+        raise SignatureInvalid(f"more than {MAX_SIGNATURES} signatures")
+    current = int(time.time()) if now is None else now
+    fields = _normalise_headers(headers)
+    digest = fields.get("content-digest")
+    if digest is None or not digest_matches(digest, body):
+        raise SignatureInvalid("content-digest missing or does not match the body")
+    reasons = []
+    for candidate in candidates:
+        params = candidate.params
+        created, expires = params.get("created"), params.get("expires")
+        if "@status" not in candidate.components or "content-digest" not in candidate.components:
+            reasons.append(f"{candidate.label}: @status and content-digest must be covered")
+        elif candidate.key_id is None or candidate.key_id not in public_keys:
+            reasons.append(f"{candidate.label}: unknown keyid {candidate.key_id!r}")
+        elif params.get("alg", "ed25519") != "ed25519":
+            reasons.append(f"{candidate.label}: alg is not ed25519")
+        elif expires is not None and (type(expires) is not int or expires <= current):
+            reasons.append(f"{candidate.label}: expired")
+        elif max_age is not None and (
+            type(created) is not int or not current - max_age <= created <= current + max_future
+        ):
+            reasons.append(f"{candidate.label}: created missing or outside the window")
+        else:
+            try:
+                base = signature_base(
+                    candidate.components,
+                    candidate.params_serialized,
+                    status=status,
+                    headers=fields,
+                )
+            except SignatureInvalid as exc:
+                reasons.append(f"{candidate.label}: {exc}")
+                continue
+            if _verify("ed25519", public_keys[candidate.key_id], base, candidate.signature):
+                return candidate.key_id
+            reasons.append(f"{candidate.label}: signature does not verify")
+    raise SignatureInvalid("; ".join(reasons))

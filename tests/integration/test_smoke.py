@@ -1,0 +1,20 @@
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from exchange.ledger import service
+from exchange.ledger.verify import verify_ledger
+from partners.service import PartnerInfo
+
+
+async def test_issue_and_redeem(
+    sessions: async_sessionmaker[AsyncSession], sky: PartnerInfo
+) -> None:
+    async with sessions() as s, s.begin():
+        await service.enrol_member(s, sky, "alice")
+        await service.issue(s, sky, "alice", 100)
+        await service.redeem(s, sky, "alice", 30)
+    async with sessions() as s, s.begin():
+        bal = await service.member_balance(s, sky, "alice")
+        assert (bal.balance, bal.held, bal.available) == (70, 0, 70)
+        report = await verify_ledger(s)
+        assert report.ok, report.as_dict()
+        assert report.postings == 4
