@@ -54,6 +54,9 @@ posting_t = Posting.__table__
 transaction_t = LedgerTransaction.__table__
 hold_t = Hold.__table__
 
+# prefix, account id, seq, transaction id, amount, balance after, previous hash: fixed widths,
+# so no two different postings can encode to the same bytes.
+_POSTING_LAYOUT = struct.Struct(">11sqq16sqq32s")
 _POSTING_PREFIX = b"posting/v1\x00"
 
 
@@ -67,11 +70,9 @@ def posting_hash(
 ) -> bytes:
     """SHA-256 over a fixed-width binary encoding: no separators, no text to normalise."""
     return hashlib.sha256(
-        _POSTING_PREFIX
-        + struct.pack(">qq", account_id, seq)
-        + transaction_id.bytes
-        + struct.pack(">qq", amount, balance_after)
-        + prev_hash
+        _POSTING_LAYOUT.pack(
+            _POSTING_PREFIX, account_id, seq, transaction_id.bytes, amount, balance_after, prev_hash
+        )
     ).digest()
 
 

@@ -3,21 +3,27 @@
 A single changed, deleted or inserted posting shows up here: a changed one no longer hashes to
 what the next posting (or the account head) chained to, a deleted one leaves a gap in its
 account's sequence, an inserted one runs past the account head or breaks a sequence, and each of
-them leaves its transaction unbalanced."""
+them leaves its transaction unbalanced.
+
+Memory grows with the number of accounts (their heads are read first) and stays flat in the
+number of postings, which are streamed in ``(account, seq)`` order."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import Select, and_, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from exchange.ledger.engine import GENESIS_HASH, posting_hash
 from exchange.ledger.models import Account, Hold, Posting
 
 MAX_FAULTS = 100
+_CHUNK = 20_000
 
 account_t = Account.__table__
 posting_t = Posting.__table__
@@ -34,14 +40,16 @@ class Fault:
     transaction_id: uuid.UUID | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: (str(v) if isinstance(v, uuid.UUID) else v) for k, v in self.__dict__.items()}
+        return {
+            k: (str(v) if isinstance(v, uuid.UUID) or type(v).__name__ == "UUID" else v)
+            for k, v in self.__dict__.items()
+        }
 
 
 @dataclass
 class VerifyReport:
     accounts: int = 0
     postings: int = 0
-    transactions_checked: bool = False
     faults: list[Fault] = field(default_factory=list)
 
     @property
@@ -62,93 +70,115 @@ class VerifyReport:
         }
 
 
+class _Walk:
+    """The running state of one account's chain."""
+
+    __slots__ = ("account", "balance", "head", "seq")
+
+    def __init__(self, account: Any) -> None:
+        self.account = account
+        self.balance = 0
+        self.seq = 0
+        self.head = GENESIS_HASH
+
+
+def _close(walk: _Walk, report: VerifyReport) -> None:
+    account_id, _ledger, kind, balance, seq, head = walk.account
+    if (balance, seq, head) != (walk.balance, walk.seq, walk.head):
+        missing = seq > walk.seq
+        report.add(
+            Fault(
+                "account-head",
+                f"account {account_id} head says balance {balance} at seq {seq}, its postings "
+                f"give balance {walk.balance} at seq {walk.seq}"
+                + (f" (seq {walk.seq + 1}..{seq} missing)" if missing else ""),
+                account_id=account_id,
+                seq=walk.seq + 1 if missing else seq,
+            )
+        )
+    if kind == "member" and walk.balance < 0:
+        report.add(Fault("negative-member", f"member account {account_id} is negative", account_id))
+
+
+def _check_posting(walk: _Walk, row: Any, report: VerifyReport) -> None:
+    (account_id, posting_id, transaction_id, ledger, seq, amount, balance_after, prev_hash,
+     digest) = row  # fmt: skip
+    problem = None
+    expected = walk.seq + 1
+    if seq != expected:
+        problem = f"posting {posting_id} has seq {seq}, expected {expected}" + (
+            f" (seq {expected}..{seq - 1} missing)" if seq > expected else ""
+        )
+    elif prev_hash != walk.head:
+        problem = f"posting {posting_id} does not chain to the posting before it"
+    elif balance_after != walk.balance + amount:
+        problem = (
+            f"posting {posting_id} says balance {balance_after}, "
+            f"{walk.balance} + {amount} = {walk.balance + amount}"
+        )
+    elif ledger != walk.account[1]:
+        problem = f"posting {posting_id} is on ledger {ledger}, its account on {walk.account[1]}"
+    elif digest != posting_hash(account_id, seq, transaction_id, amount, balance_after, prev_hash):
+        problem = f"posting {posting_id} does not hash to its recorded hash"
+    if problem:
+        report.add(
+            Fault("chain", problem, account_id=account_id, posting_id=posting_id, seq=seq,
+                  transaction_id=transaction_id)
+        )  # fmt: skip
+    # Carry on from what the row says, so one bad row is named once, not at every row after.
+    walk.balance, walk.seq, walk.head = balance_after, seq, digest
+
+
 async def verify_ledger(session: AsyncSession) -> VerifyReport:
     """Walk every account's chain in sequence order, then check each transaction's zero-sum."""
     report = VerifyReport()
-    rows = await session.stream(
-        select(
-            account_t.c.id,
-            account_t.c.ledger,
-            account_t.c.kind,
-            account_t.c.balance,
-            account_t.c.seq,
-            account_t.c.head_hash,
-            posting_t.c.id,
-            posting_t.c.transaction_id,
-            posting_t.c.ledger,
-            posting_t.c.seq,
-            posting_t.c.amount,
-            posting_t.c.balance_after,
-            posting_t.c.prev_hash,
-            posting_t.c.hash,
+    accounts = (
+        await session.execute(
+            select(
+                account_t.c.id,
+                account_t.c.ledger,
+                account_t.c.kind,
+                account_t.c.balance,
+                account_t.c.seq,
+                account_t.c.head_hash,
+            ).order_by(account_t.c.id)
         )
-        .select_from(account_t.outerjoin(posting_t, posting_t.c.account_id == account_t.c.id))
-        .order_by(account_t.c.id, posting_t.c.seq)
-        .execution_options(yield_per=5000)
-    )
-    current: Any = None
-    balance = seq = 0
-    head = GENESIS_HASH
+    ).all()
+    report.accounts = len(accounts)
+    by_id = {row[0]: row for row in accounts}
+    postings = select(
+        posting_t.c.account_id,
+        posting_t.c.id,
+        posting_t.c.transaction_id,
+        posting_t.c.ledger,
+        posting_t.c.seq,
+        posting_t.c.amount,
+        posting_t.c.balance_after,
+        posting_t.c.prev_hash,
+        posting_t.c.hash,
+    ).order_by(posting_t.c.account_id, posting_t.c.seq)
 
-    def close_account() -> None:
-        if current is None:
-            return
-        if (current.balance, current.seq, current.head_hash) != (balance, seq, head):
-            report.add(
-                Fault(
-                    "account-head",
-                    f"account {current.id} head says balance {current.balance} at seq "
-                    f"{current.seq}, its postings give balance {balance} at seq {seq}"
-                    + (" (postings missing after the last one)" if current.seq > seq else ""),
-                    account_id=current.id,
-                    seq=seq + 1 if current.seq > seq else current.seq,
-                )
-            )
-        if current.kind == "member" and balance < 0:
-            report.add(Fault("negative-member", f"member account {current.id} is negative",
-                             account_id=current.id))  # fmt: skip
-
-    async for partition in rows.partitions():
-        for row in partition:
-            (account_id, ledger, _kind, _bal, _seq, _head, posting_id, transaction_id,
-             posting_ledger, p_seq, amount, balance_after, prev_hash, digest) = row  # fmt: skip
-            if current is None or account_id != current.id:
-                close_account()
-                current = _AccountHead(account_id, ledger, _kind, _bal, _seq, _head)
-                report.accounts += 1
-                balance, seq, head = 0, 0, GENESIS_HASH
-            if posting_id is None:
-                continue
-            report.postings += 1
-            expected_seq = seq + 1
-            problem = None
-            if p_seq != expected_seq:
-                problem = f"posting {posting_id} has seq {p_seq}, expected {expected_seq}" + (
-                    f" (seq {expected_seq}..{p_seq - 1} missing)" if p_seq > expected_seq else ""
-                )
-            elif prev_hash != head:
-                problem = f"posting {posting_id} does not chain to the posting before it"
-            elif balance_after != balance + amount:
-                problem = (
-                    f"posting {posting_id} says balance {balance_after}, "
-                    f"{balance} + {amount} = {balance + amount}"
-                )
-            elif posting_ledger != ledger:
-                problem = (
-                    f"posting {posting_id} is on ledger {posting_ledger}, its account on {ledger}"
-                )
-            elif digest != posting_hash(
-                account_id, p_seq, transaction_id, amount, balance_after, prev_hash
-            ):
-                problem = f"posting {posting_id} does not hash to its recorded hash"
-            if problem:
-                report.add(
-                    Fault("chain", problem, account_id=account_id, posting_id=posting_id,
-                          seq=p_seq, transaction_id=transaction_id)
-                )  # fmt: skip
-            # Carry on from what the row says, so one bad row is named once, not at every row after.
-            balance, seq, head = balance_after, p_seq, digest
-    close_account()
+    walked: set[int] = set()
+    walk: _Walk | None = None
+    async for chunk in _chunks(session, postings):
+        report.postings += len(chunk)
+        for row in chunk:
+            if walk is None or row[0] != walk.account[0]:
+                if walk is not None:
+                    _close(walk, report)
+                account = by_id.get(row[0])
+                if account is None:
+                    report.add(Fault("orphan", f"posting {row[1]} has no account", row[0], row[1]))
+                    walk = None
+                    continue
+                walk = _Walk(account)
+                walked.add(row[0])
+            _check_posting(walk, row, report)
+    if walk is not None:
+        _close(walk, report)
+    for account in accounts:
+        if account[0] not in walked:
+            _close(_Walk(account), report)
 
     unbalanced = await session.execute(
         select(posting_t.c.transaction_id, posting_t.c.ledger, func.sum(posting_t.c.amount),
@@ -162,27 +192,55 @@ async def verify_ledger(session: AsyncSession) -> VerifyReport:
             Fault("zero-sum", f"transaction {transaction_id} sums to {total} on ledger {ledger}",
                   posting_id=first_posting, transaction_id=transaction_id)
         )  # fmt: skip
-    report.transactions_checked = True
 
+    active = func.coalesce(func.sum(hold_t.c.points), 0)
     held = await session.execute(
-        select(account_t.c.id, account_t.c.held, func.coalesce(func.sum(hold_t.c.points), 0))
+        select(account_t.c.id, account_t.c.held, active)
         .select_from(account_t.outerjoin(
             hold_t, and_(hold_t.c.account_id == account_t.c.id, hold_t.c.status == "active")))
         .where(account_t.c.kind == "member")
         .group_by(account_t.c.id, account_t.c.held)
-        .having(account_t.c.held != func.coalesce(func.sum(hold_t.c.points), 0))
+        .having(account_t.c.held != active)
     )  # fmt: skip
-    for account_id, recorded, active in held:
-        report.add(Fault("held", f"account {account_id} holds {recorded}, its active holds "
-                                 f"{active}", account_id=account_id))  # fmt: skip
+    for account_id, recorded, total in held:
+        report.add(
+            Fault("held", f"account {account_id} holds {recorded}, its active holds {total}",
+                  account_id=account_id)
+        )  # fmt: skip
+    report.faults.sort(key=_fault_order)
     return report
 
 
-@dataclass(frozen=True)
-class _AccountHead:
-    id: int
-    ledger: str
-    kind: str
-    balance: int
-    seq: int
-    head_hash: bytes
+def _fault_order(fault: Fault) -> tuple[int, int]:
+    """Chain faults first, in posting order: the first fault names the first bad posting."""
+    rank = {"chain": 0, "orphan": 0, "account-head": 1, "zero-sum": 2}.get(fault.kind, 3)
+    return (rank, fault.posting_id or 0)
+
+
+async def _chunks(session: AsyncSession, query: Select[Any]) -> AsyncIterator[Sequence[Any]]:
+    """The rows of ``query`` in chunks, memory flat however large the ledger.
+
+    On PostgreSQL this reads asyncpg's own server-side cursor and fetches the next chunk while
+    the caller hashes the current one: verify is bound by decoding rows, and SQLAlchemy's async
+    adaptation roughly doubled that cost per row. Elsewhere it streams through SQLAlchemy."""
+    connection = await session.connection()
+    if connection.dialect.name != "postgresql":
+        result = await session.stream(query.execution_options(yield_per=_CHUNK))
+        async for partition in result.partitions():
+            yield partition
+        return
+    # Enough memory to sort in one pass; this also opens the driver's transaction, which
+    # asyncpg's cursors need.
+    await connection.execute(text("SET LOCAL work_mem = '256MB'"))
+    raw = (await connection.get_raw_connection()).driver_connection
+    assert raw is not None
+    compiled = query.compile(dialect=connection.dialect)
+    params = [compiled.params[name] for name in compiled.positiontup or ()]
+    cursor = await raw.cursor(str(compiled), *params)
+    pending = asyncio.ensure_future(cursor.fetch(_CHUNK))
+    while True:
+        chunk = await pending
+        if not chunk:
+            return
+        pending = asyncio.ensure_future(cursor.fetch(_CHUNK))
+        yield chunk
