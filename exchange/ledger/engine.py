@@ -138,18 +138,25 @@ def _check_zero_sum(legs: Iterable[Leg], ledgers: Mapping[int, str]) -> None:
 
 
 async def _release_expired_holds(
-    session: AsyncSession, account_ids: Sequence[int], now: dt.datetime
+    session: AsyncSession,
+    account_ids: Sequence[int],
+    now: dt.datetime,
+    keep: uuid.UUID | None = None,
 ) -> dict[int, int]:
-    """Mark expired active holds of these (locked) accounts; return the points each frees."""
+    """Mark expired active holds of these (locked) accounts, except ``keep``; return the points
+    each frees."""
     if not account_ids:
         return {}
+    conditions = [
+        hold_t.c.account_id.in_(account_ids),
+        hold_t.c.status == "active",
+        hold_t.c.expires_at <= now,
+    ]
+    if keep is not None:
+        conditions.append(hold_t.c.id != keep)
     rows = await session.execute(
         update(hold_t)
-        .where(
-            hold_t.c.account_id.in_(account_ids),
-            hold_t.c.status == "active",
-            hold_t.c.expires_at <= now,
-        )
+        .where(*conditions)
         .values(status="expired", closed_at=now)
         .returning(hold_t.c.account_id, hold_t.c.points)
     )
@@ -184,10 +191,13 @@ async def post_transaction(session: AsyncSession, spec: TransactionSpec) -> Post
     heads = {row.id: row for row in locked}
     _check_zero_sum(spec.legs, {row.id: row.ledger for row in locked})
 
-    # Expired holds stop counting the moment anyone looks; release them before checking.
+    # Expired holds stop counting the moment anyone looks; release them before checking. The
+    # hold this transaction captures or voids is not one of them: the service found it active
+    # and its ``held_changes`` release it, so expiring it here too would free its points twice.
     held = {row.id: row.held for row in locked}
     with_holds = [row.id for row in locked if row.kind == "member" and row.held > 0]
-    for account_id, freed in (await _release_expired_holds(session, with_holds, now)).items():
+    expired = await _release_expired_holds(session, with_holds, now, keep=spec.hold_id)
+    for account_id, freed in expired.items():
         held[account_id] -= freed
 
     available_before = {row.id: row.balance - held[row.id] for row in locked}

@@ -73,13 +73,15 @@ class VerifyReport:
 class _Walk:
     """The running state of one account's chain."""
 
-    __slots__ = ("account", "balance", "head", "seq")
+    __slots__ = ("account", "balance", "beyond_head", "head", "seq")
 
     def __init__(self, account: Any) -> None:
         self.account = account
         self.balance = 0
         self.seq = 0
         self.head = GENESIS_HASH
+        # The first posting past the account row's seq: one the engine never wrote.
+        self.beyond_head: int | None = None
 
 
 def _close(walk: _Walk, report: VerifyReport) -> None:
@@ -91,8 +93,14 @@ def _close(walk: _Walk, report: VerifyReport) -> None:
                 "account-head",
                 f"account {account_id} head says balance {balance} at seq {seq}, its postings "
                 f"give balance {walk.balance} at seq {walk.seq}"
-                + (f" (seq {walk.seq + 1}..{seq} missing)" if missing else ""),
+                + (f" (seq {walk.seq + 1}..{seq} missing)" if missing else "")
+                + (
+                    f" (posting {walk.beyond_head} is past the head)"
+                    if walk.beyond_head is not None
+                    else ""
+                ),
                 account_id=account_id,
+                posting_id=walk.beyond_head,
                 seq=walk.seq + 1 if missing else seq,
             )
         )
@@ -120,6 +128,8 @@ def _check_posting(walk: _Walk, row: Any, report: VerifyReport) -> None:
         problem = f"posting {posting_id} is on ledger {ledger}, its account on {walk.account[1]}"
     elif digest != posting_hash(account_id, seq, transaction_id, amount, balance_after, prev_hash):
         problem = f"posting {posting_id} does not hash to its recorded hash"
+    if seq > walk.account[4] and walk.beyond_head is None:
+        walk.beyond_head = posting_id
     if problem:
         report.add(
             Fault("chain", problem, account_id=account_id, posting_id=posting_id, seq=seq,
