@@ -182,5 +182,10 @@ class ExchangeCLIPlugin(CLIPluginProtocol):
     """Adds the operator's command groups to ``litestar``."""
 
     def on_cli_init(self, cli: click.Group) -> None:
+        from exchange.rates.cli import rates_group
+        from settlement.cli import settlement_group
+
         cli.add_command(partners_group)
         cli.add_command(ledger_group)
+        cli.add_command(rates_group)
+        cli.add_command(settlement_group)
