@@ -56,7 +56,17 @@ def run_pgbench(clients: int, seconds: int, scale: int = 10) -> PgbenchResult:
             capture_output=True,
         )
         out = subprocess.run(
-            ["pgbench", "-c", str(clients), "-j", str(min(clients, 2)), "-T", str(seconds), "-n", url],
+            [
+                "pgbench",
+                "-c",
+                str(clients),
+                "-j",
+                str(min(clients, 2)),
+                "-T",
+                str(seconds),
+                "-n",
+                url,
+            ],
             check=True,
             capture_output=True,
             text=True,

@@ -34,7 +34,9 @@ class SynthLedger:
     transactions: int
 
 
-async def create_partners(url: str, brands: int, shards: int) -> tuple[list[PartnerInfo], PartnerInfo, PartnerInfo]:
+async def create_partners(
+    url: str, brands: int, shards: int
+) -> tuple[list[PartnerInfo], PartnerInfo, PartnerInfo]:
     settings = replace(get_settings(), database_url=url, auto_migrate=False)
     await upgrade_async(settings)
     engine = create_engine(settings)
@@ -44,18 +46,30 @@ async def create_partners(url: str, brands: int, shards: int) -> tuple[list[Part
         async with AsyncSession(engine) as session, session.begin():
             made = [
                 await create_partner(
-                    session, kind="brand", name=f"Brand {i}", currency=f"B{i:03d}",
-                    settlement_currency="EUR", shards=shards,
+                    session,
+                    kind="brand",
+                    name=f"Brand {i}",
+                    currency=f"B{i:03d}",
+                    settlement_currency="EUR",
+                    shards=shards,
                 )
                 for i in range(brands)
             ]
             charity = await create_partner(
-                session, kind="charity", name="Charity", currency=None,
-                settlement_currency="EUR", shards=shards,
+                session,
+                kind="charity",
+                name="Charity",
+                currency=None,
+                settlement_currency="EUR",
+                shards=shards,
             )
             operator = await create_partner(
-                session, kind="operator", name="Operator", currency=None,
-                settlement_currency="EUR", shards=shards,
+                session,
+                kind="operator",
+                name="Operator",
+                currency=None,
+                settlement_currency="EUR",
+                shards=shards,
             )
     finally:
         await engine.dispose()
@@ -80,7 +94,9 @@ async def synthesize_money_day(
         rows = await conn.fetch(
             "SELECT id, partner_id, shard FROM account WHERE kind = 'settlement' ORDER BY id"
         )
-        accounts: dict[tuple[uuid.UUID, int], int] = {(r["partner_id"], r["shard"]): r["id"] for r in rows}
+        accounts: dict[tuple[uuid.UUID, int], int] = {
+            (r["partner_id"], r["shard"]): r["id"] for r in rows
+        }
         heads: dict[int, tuple[int, int, bytes]] = {r["id"]: (0, 0, GENESIS_HASH) for r in rows}
         start = dt.datetime.combine(day, dt.time(0, 0), tzinfo=dt.UTC)
         span_us = 24 * 3600 * 1_000_000 - 1
@@ -103,8 +119,17 @@ async def synthesize_money_day(
                 await conn.copy_records_to_table(
                     "posting",
                     records=lines,
-                    columns=["transaction_id", "account_id", "ledger", "seq", "amount",
-                             "balance_after", "prev_hash", "hash", "created_at"],
+                    columns=[
+                        "transaction_id",
+                        "account_id",
+                        "ledger",
+                        "seq",
+                        "amount",
+                        "balance_after",
+                        "prev_hash",
+                        "hash",
+                        "created_at",
+                    ],
                 )
             transactions, lines = [], []
 
@@ -130,7 +155,9 @@ async def synthesize_money_day(
                 balance += amount
                 seq += 1
                 digest = posting_hash(account_id, seq, tx_id, amount, balance, head)
-                lines.append((tx_id, account_id, "EUR", seq, amount, balance, head, digest, created))
+                lines.append(
+                    (tx_id, account_id, "EUR", seq, amount, balance, head, digest, created)
+                )
                 heads[account_id] = (balance, seq, digest)
             written += len(legs)
             count_tx += 1

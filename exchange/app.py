@@ -17,7 +17,10 @@ from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
+from exchange.api.problems import problem_details_plugin
+from exchange.api.response_signing import sign_responses
 from exchange.api.system import SystemController
+from exchange.api.v1 import v1_router
 from exchange.cli import ExchangeCLIPlugin
 from exchange.db import create_engine
 from exchange.jobs import run_periodic_jobs
@@ -48,7 +51,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await upgrade_async(settings)
         app.state.exchange_keys = load_exchange_keys(settings)
         app.state.master_key = load_master_key(settings)
-        jobs = asyncio.create_task(run_periodic_jobs(app, settings))
+        jobs = asyncio.create_task(run_periodic_jobs(engine))
         try:
             yield
         finally:
@@ -58,10 +61,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await engine.dispose()
 
     prometheus = PrometheusConfig(app_name="exchange", group_path=True)
-    return Litestar(
-        route_handlers=[SystemController, MetricsController],
+    app = Litestar(
+        route_handlers=[SystemController, MetricsController, v1_router(engine, db_config)],
         plugins=[
             SQLAlchemyPlugin(config=db_config),
+            problem_details_plugin(),
             structlog_plugin(settings),
             ExchangeCLIPlugin(),
         ],
@@ -75,3 +79,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
             render_plugins=[SwaggerRenderPlugin()],
         ),
     )
+    # Around everything, router answers (404, 405) included, which route middleware never sees.
+    app.asgi_handler = sign_responses(app.asgi_handler)
+    return app

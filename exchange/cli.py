@@ -37,9 +37,8 @@ def run_with_session(work: Callable[[AsyncSession, Settings], Awaitable[T]]) -> 
     async def main() -> T:
         engine = create_engine(settings)
         try:
-            async with AsyncSession(engine, expire_on_commit=False) as session:
-                async with session.begin():
-                    return await work(session, settings)
+            async with AsyncSession(engine, expire_on_commit=False) as session, session.begin():
+                return await work(session, settings)
         finally:
             await engine.dispose()
 
@@ -133,7 +132,7 @@ def revoke_key_command(key_id: str) -> None:
 
 @partners_group.command(
     name="reencrypt-secrets",
-    help="Re-encrypt every HMAC secret under a new master key (then set EXCHANGE_MASTER_KEY to it).",
+    help="Re-encrypt every HMAC secret under a new master key, then set EXCHANGE_MASTER_KEY to it.",
 )
 @click.option(
     "--new-master-key-file",

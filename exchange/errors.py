@@ -57,6 +57,12 @@ class PartnerNotFound(DomainError):
     title = "No such partner"
 
 
+class KeyNotFound(DomainError):
+    slug = "key-not-found"
+    status = 404
+    title = "No such key"
+
+
 class NotABrand(DomainError):
     slug = "not-a-brand"
     status = 403
@@ -98,3 +104,143 @@ class LimitExceeded(DomainError):
 
 class UnbalancedTransaction(Exception):
     """A programming error: an operation built postings that do not sum to zero per ledger."""
+
+
+# --- pricing, conversions and donations ---------------------------------------------------------
+
+
+class UnknownCurrency(DomainError):
+    slug = "unknown-currency"
+    title = "No brand has this points currency"
+
+
+class SameBrand(DomainError):
+    slug = "same-brand"
+    title = "A conversion or a rate needs two different brands"
+
+
+class MemberNotEnrolled(DomainError):
+    """The destination member of a conversion is not enrolled at the destination brand. A 422,
+    not a 404: the request is well formed and addresses an existing resource; a fact in its body
+    does not hold."""
+
+    slug = "member-not-enrolled"
+    title = "The member is not enrolled at that brand"
+
+    def __init__(self, member_ref: str, currency: str) -> None:
+        super().__init__(
+            f"no member {member_ref!r} is enrolled at the {currency} brand",
+            member_ref=member_ref,
+            currency=currency,
+        )
+
+
+class RateNotFound(DomainError):
+    slug = "rate-not-found"
+    title = "No rate is in force for this pair of brands"
+
+
+class PointValueNotFound(DomainError):
+    slug = "point-value-not-found"
+    title = "No point value is in force for this brand"
+
+
+class BelowMinimum(DomainError):
+    slug = "below-minimum"
+    title = "The points are below the rate's minimum"
+
+
+class ZeroOutput(DomainError):
+    slug = "zero-output"
+    title = "The conversion would give no points"
+
+
+class OperatorNotConfigured(DomainError):
+    slug = "operator-not-configured"
+    status = 503
+    title = "The exchange has no operator to book a fee to"
+
+
+class QuoteNotFound(DomainError):
+    slug = "quote-not-found"
+    status = 404
+    title = "No such quote"
+
+
+class QuoteExpired(DomainError):
+    slug = "quote-expired"
+    title = "The quote has expired"
+
+
+class QuoteUsed(DomainError):
+    slug = "quote-used"
+    status = 409
+    title = "The quote has been used"
+
+
+class QuoteMismatch(DomainError):
+    slug = "quote-mismatch"
+    title = "The request does not match its quote"
+
+
+class NotACharity(DomainError):
+    slug = "not-a-charity"
+    title = "Donations go to a registered charity"
+
+
+class BelowCharityMinimum(DomainError):
+    slug = "below-charity-minimum"
+    title = "The donation is below the charity's minimum"
+
+
+class VersionConflict(DomainError):
+    slug = "version-conflict"
+    status = 409
+    title = "A version with this effective time exists already"
+
+
+class EffectiveInPast(DomainError):
+    slug = "effective-in-past"
+    title = "A new version cannot take effect in the past"
+
+
+class SettlementNotFound(DomainError):
+    slug = "settlement-not-found"
+    status = 404
+    title = "No settlement for that business date"
+
+    def __init__(self, business_date: object) -> None:
+        super().__init__(
+            f"no settlement for business date {business_date}", business_date=str(business_date)
+        )
+
+
+class StatementNotFound(DomainError):
+    """Also what a partner gets for another partner's statement: it learns nothing of it."""
+
+    slug = "statement-not-found"
+    status = 404
+    title = "No statement for that business date"
+
+    def __init__(self, business_date: object) -> None:
+        super().__init__(
+            f"no statement for business date {business_date}", business_date=str(business_date)
+        )
+
+
+class SettlementNotDue(DomainError):
+    slug = "settlement-not-due"
+    status = 409
+    title = "The business day has not ended yet"
+
+
+class SettlementOutOfOrder(DomainError):
+    slug = "settlement-out-of-order"
+    status = 409
+    title = "Business days settle in order, each once"
+
+
+class SettlementAlreadyPaid(DomainError):
+    slug = "settlement-already-paid"
+    status = 409
+    title = "The settlement is paid and can no longer change"

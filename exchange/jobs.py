@@ -5,26 +5,33 @@ from __future__ import annotations
 import asyncio
 
 import structlog
-from litestar import Litestar
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from exchange.base import utcnow
 from exchange.ledger.engine import release_expired_holds
-from exchange.settings import Settings
+from partners.auth import purge_expired_nonces
+from partners.idempotency import purge_expired_records
 
 log = structlog.get_logger()
 
-HOLD_SWEEP_SECONDS = 30
+SWEEP_SECONDS = 30
 
 
-async def run_periodic_jobs(app: Litestar, settings: Settings) -> None:
-    """Release expired holds every ``HOLD_SWEEP_SECONDS`` (holds also lapse lazily on access)."""
-    engine = app.state.db_engine
+async def run_periodic_jobs(engine: AsyncEngine) -> None:
+    """Every ``SWEEP_SECONDS``: release expired holds (they also lapse lazily on access) and
+    forget replay nonces and idempotency records past their windows."""
     while True:
-        await asyncio.sleep(HOLD_SWEEP_SECONDS)
+        await asyncio.sleep(SWEEP_SECONDS)
         try:
             async with AsyncSession(engine) as session, session.begin():
                 released = await release_expired_holds(session)
             if released:
                 log.info("holds released", accounts=released)
+            async with engine.begin() as conn:
+                now = utcnow()
+                nonces = await purge_expired_nonces(conn, now)
+                records = await purge_expired_records(conn, now)
+            if nonces or records:
+                log.info("expired request state purged", nonces=nonces, idempotency=records)
         except Exception:
-            log.exception("hold sweep failed")
+            log.exception("periodic sweep failed")

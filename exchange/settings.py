@@ -77,6 +77,52 @@ class Settings:
     log_json: bool = False
     """EXCHANGE_LOG_JSON: structured logs as JSON lines (default: human-readable console)."""
 
+    scheduler: bool = True
+    """EXCHANGE_SCHEDULER: settle each business day after its cutoff and deliver webhooks by
+    itself (``0``: leave both to the CLI, as the test suite does)."""
+
+    settlement_timezone: str = "UTC"
+    """EXCHANGE_SETTLEMENT_TIMEZONE: the IANA zone business days are counted in."""
+
+    settlement_cutoff: str = "00:00"
+    """EXCHANGE_SETTLEMENT_CUTOFF: the local time (``HH:MM`` or ``HH:MM:SS``) a business day ends;
+    ``00:00`` is the midnight that closes the day (see ``settlement.calendar``)."""
+
+    settlement_grace_seconds: int = 5
+    """EXCHANGE_SETTLEMENT_GRACE_SECONDS: how long after a cutoff the scheduler waits before
+    settling, so that transactions in flight at the cutoff are in the day they were made."""
+
+    settlement_poll_seconds: int = 60
+    """EXCHANGE_SETTLEMENT_POLL_SECONDS: the longest the scheduler sleeps between looks for a day
+    to settle (it also wakes at each cutoff)."""
+
+    settlement_work_mem: str = "256MB"
+    """EXCHANGE_SETTLEMENT_WORK_MEM: PostgreSQL ``work_mem`` for a settlement run's sorts and
+    hashes (its own transaction only); beyond it they spill to disk, whatever the day's size."""
+
+    webhook_poll_seconds: int = 5
+    """EXCHANGE_WEBHOOK_POLL_SECONDS: how often due webhooks are sent."""
+
+    webhook_timeout_seconds: int = 10
+    """EXCHANGE_WEBHOOK_TIMEOUT_SECONDS: how long one delivery may take."""
+
+    webhook_retry_base_seconds: int = 10
+    """EXCHANGE_WEBHOOK_RETRY_BASE_SECONDS: the wait after a first failed delivery; it doubles with
+    each further failure."""
+
+    webhook_retry_max_seconds: int = 3600
+    """EXCHANGE_WEBHOOK_RETRY_MAX_SECONDS: the longest wait between two delivery attempts."""
+
+    webhook_batch_size: int = 100
+    """EXCHANGE_WEBHOOK_BATCH_SIZE: events one worker claims at a time."""
+
+    webhook_allow_http: bool = False
+    """EXCHANGE_WEBHOOK_ALLOW_HTTP: accept plain ``http://`` webhook URLs (development only)."""
+
+    quote_ttl_seconds: int = 120
+    """EXCHANGE_QUOTE_TTL_SECONDS: how long a conversion quote holds its rate and point values
+    (1 to 900 seconds)."""
+
     @property
     def sqlalchemy_url(self) -> str:
         """The async SQLAlchemy URL to connect to."""
@@ -117,4 +163,17 @@ def get_settings() -> Settings:
         issuance_shards=max(1, _env_int("ISSUANCE_SHARDS", 8)),
         hold_ttl_seconds=_env_int("HOLD_TTL_SECONDS", 7 * 24 * 3600),
         log_json=_env_bool("LOG_JSON", False),
+        scheduler=_env_bool("SCHEDULER", True),
+        settlement_timezone=_env("SETTLEMENT_TIMEZONE", "UTC") or "UTC",
+        settlement_cutoff=_env("SETTLEMENT_CUTOFF", "00:00") or "00:00",
+        settlement_grace_seconds=_env_int("SETTLEMENT_GRACE_SECONDS", 5),
+        settlement_poll_seconds=_env_int("SETTLEMENT_POLL_SECONDS", 60),
+        settlement_work_mem=_env("SETTLEMENT_WORK_MEM", "256MB") or "256MB",
+        webhook_poll_seconds=_env_int("WEBHOOK_POLL_SECONDS", 5),
+        webhook_timeout_seconds=_env_int("WEBHOOK_TIMEOUT_SECONDS", 10),
+        webhook_retry_base_seconds=_env_int("WEBHOOK_RETRY_BASE_SECONDS", 10),
+        webhook_retry_max_seconds=_env_int("WEBHOOK_RETRY_MAX_SECONDS", 3600),
+        webhook_batch_size=_env_int("WEBHOOK_BATCH_SIZE", 100),
+        webhook_allow_http=_env_bool("WEBHOOK_ALLOW_HTTP", False),
+        quote_ttl_seconds=_env_int("QUOTE_TTL_SECONDS", 120),
     )

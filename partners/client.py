@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import http_sf
 import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -31,6 +32,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from partners.httpsig import SignatureInvalid, sign_request, verify_response
 
 RETRY_STATUSES = frozenset({409, 500, 502, 503, 504})
+#: The one 409 worth retrying: the first request with the key is still running. Any other 409
+#: (``hold-not-active``...) is the answer, and asking again only delays it.
+IN_FLIGHT_PROBLEM = "/idempotency-in-flight"
 
 
 class ResponseSignatureInvalid(Exception):
@@ -132,7 +136,8 @@ def _build(
         content = json.dumps(json_body, separators=(",", ":")).encode()
         headers["content-type"] = "application/json"
     if idempotency_key is not None:
-        headers["idempotency-key"] = f'"{idempotency_key}"'
+        # A Structured Field string, escaped: a key holding '"' or '\\' stays one valid string.
+        headers["idempotency-key"] = http_sf.ser(idempotency_key)
     clean = {k: v for k, v in (params or {}).items() if v is not None}
     return client.build_request(
         method, path, content=content, params=clean or None, headers=headers
@@ -147,6 +152,18 @@ def _result(response: httpx.Response) -> Any:
     except ValueError:
         problem = {"title": response.text}
     raise ProblemError(response.status_code, problem)
+
+
+def _retryable(response: httpx.Response) -> bool:
+    """A 5xx of the list, or a 409 because the same key is still in flight."""
+    if response.status_code != 409:
+        return response.status_code in RETRY_STATUSES
+    try:
+        problem = response.json()
+    except ValueError:
+        return False
+    kind = problem.get("type") if isinstance(problem, dict) else None
+    return isinstance(kind, str) and kind.endswith(IN_FLIGHT_PROBLEM)
 
 
 def _backoff(attempt: int, base: float) -> float:
@@ -323,7 +340,7 @@ class ExchangeClient(_Operations):
                 if attempt >= self.retries:
                     raise
             else:
-                if response.status_code not in RETRY_STATUSES or attempt >= self.retries:
+                if not _retryable(response) or attempt >= self.retries:
                     self._verify(response)
                     return response
             time.sleep(_backoff(attempt, self.backoff))
@@ -395,7 +412,7 @@ class AsyncExchangeClient(_Operations):
                 if attempt >= self.retries:
                     raise
             else:
-                if response.status_code not in RETRY_STATUSES or attempt >= self.retries:
+                if not _retryable(response) or attempt >= self.retries:
                     await self._verify(response)
                     return response
             await asyncio.sleep(_backoff(attempt, self.backoff))

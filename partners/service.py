@@ -16,7 +16,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from exchange.base import utcnow, uuid7
-from exchange.errors import InvalidInput, PartnerNotFound
+from exchange.errors import InvalidInput, KeyNotFound, PartnerNotFound
 from exchange.ledger.engine import GENESIS_HASH
 from exchange.ledger.models import Account
 from partners.models import KEY_ALGS, PARTNER_KINDS, Partner, PartnerKey
@@ -188,7 +188,7 @@ async def add_key(
 async def revoke_key(session: AsyncSession, key_id: str) -> PartnerKey:
     row = await session.get(PartnerKey, key_id)
     if row is None:
-        raise InvalidInput(f"no key {key_id}")
+        raise KeyNotFound(f"no key {key_id}", key_id=key_id)
     if row.revoked_at is None:
         await session.execute(
             update(PartnerKey).where(PartnerKey.id == key_id).values(revoked_at=utcnow())

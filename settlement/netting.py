@@ -184,3 +184,39 @@ def payment_instructions(positions: Iterable[Position]) -> list[PaymentInstructi
         if due[j] == 0:
             j += 1
     return instructions
+
+
+def pair_legs(amounts: Mapping[str, int]) -> list[Obligation]:
+    """Who owes whom within one transaction, from each participant's net leg on the money ledger.
+
+    ``amounts`` (participant -> signed micros, summing to zero; zeros ignored) is what each
+    participant's settlement accounts moved: negative owes, positive is owed. The exchange's own
+    transactions always have one side with a single participant: a conversion's source brand
+    owes the destination brand and the operator, a donation's brand owes the charity, and a
+    reversal flips them. Then that participant owes (or is owed by) each one on the other side
+    exactly its leg. Should both sides ever have several participants, they are paired greedily
+    in participant order: the first debtor pays the first creditor what the smaller of the two
+    still has, and so on, which finishes one of them at each step (at most ``d + c - 1``
+    obligations). Every participant's obligations sum to its leg either way.
+    """
+    _require_zero_sum("amounts", amounts)
+    debtors = sorted((p, -a) for p, a in amounts.items() if a < 0)
+    creditors = sorted((p, a) for p, a in amounts.items() if a > 0)
+    if len(debtors) == 1:
+        return [Obligation(debtors[0][0], creditor, a) for creditor, a in creditors]
+    if len(creditors) == 1:
+        return [Obligation(debtor, creditors[0][0], a) for debtor, a in debtors]
+    owing = [a for _, a in debtors]
+    due = [a for _, a in creditors]
+    pairs: list[Obligation] = []
+    i = j = 0
+    while i < len(debtors):
+        amount = min(owing[i], due[j])
+        pairs.append(Obligation(debtors[i][0], creditors[j][0], amount))
+        owing[i] -= amount
+        due[j] -= amount
+        if owing[i] == 0:
+            i += 1
+        if due[j] == 0:
+            j += 1
+    return pairs

@@ -1,14 +1,19 @@
-"""Unsigned endpoints: liveness, readiness and the exchange's public keys."""
+"""Unsigned endpoints: liveness, readiness and the exchange's public keys. They live outside the
+``/v1`` router, so the request signature middleware never sees them; their answers are still
+signed by the exchange."""
 
 from __future__ import annotations
 
 import msgspec
 from litestar import Controller, get
 from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.exceptions import ServiceUnavailableException
+from litestar.openapi.datastructures import ResponseSpec
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from exchange.api.problems import PROBLEM_MEDIA_TYPE, ProblemDetail
 from exchange.migrate import head_revision
 
 
@@ -39,8 +44,16 @@ class SystemController(Controller):
         "/ready",
         operation_id="ready",
         summary="Readiness: the database answers and its schema is current",
+        responses={
+            503: ResponseSpec(
+                ProblemDetail,
+                description="service-unavailable: the database does not answer or is behind",
+                media_type=PROBLEM_MEDIA_TYPE,
+                generate_examples=False,
+            )
+        },
     )
-    async def ready(self, db_session: AsyncSession, state: State) -> Health:
+    async def ready(self, db_session: NamedDependency[AsyncSession], state: State) -> Health:
         try:
             version = await db_session.scalar(text("SELECT version_num FROM alembic_version"))
         except Exception as exc:

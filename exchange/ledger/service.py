@@ -60,10 +60,11 @@ def check_member_ref(member_ref: object, field: str = "member_ref") -> str:
         not isinstance(member_ref, str)
         or not 1 <= len(member_ref) <= MAX_MEMBER_REF
         or not member_ref.isprintable()
+        or "/" in member_ref
         or member_ref != member_ref.strip()
     ):
         raise InvalidInput(
-            f"{field} must be 1 to {MAX_MEMBER_REF} printable characters, no outer spaces",
+            f"{field} must be 1 to {MAX_MEMBER_REF} printable characters, no outer spaces, no '/'",
             field=field,
         )
     return member_ref

@@ -323,12 +323,13 @@ async def test_only_a_brand_has_members_and_points(
 
 BAD_MEMBER_REFS: list[Any] = [
     "", "x" * 129, "nul\x00byte", "tab\there", "new\nline", "\x7f", "\u200b", " alice", "alice ",
-    None, 7,
+    "a/b", None, 7,
 ]  # fmt: skip
 
 
 async def test_a_bad_member_ref_is_refused(sessions: Sessions, book: Book) -> None:
-    """Empty, over 128 characters, control or format characters, outer spaces, not a string."""
+    """Empty, over 128 characters, control or format characters, outer spaces, a slash (it
+    could not be addressed in a URL path), not a string."""
     sky = book.sky
     calls: dict[str, Call] = {}
     for ref in BAD_MEMBER_REFS:

@@ -1,0 +1,188 @@
+"""RFC 9457 problem details: the one place where a refusal becomes an HTTP answer.
+
+Every problem has ``type`` = :data:`PROBLEM_TYPE_BASE` + a stable slug, ``title`` (the same for
+every occurrence of the cause), ``status``, ``detail`` (this occurrence, when there is one) and
+the facts a caller needs as further members (``available``, ``requested``, ``errors``...).
+Domain errors carry their slug, status and title (``exchange.errors``); Litestar's own
+exceptions are mapped here; anything unexpected is a 500 that says nothing about internals.
+Middleware that answers before a handler runs (signatures, idempotency) uses
+:func:`send_problem`, so its answers are built the same way.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+import msgspec
+import structlog
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.plugins.problem_details import (
+    ProblemDetailsConfig,
+    ProblemDetailsException,
+    ProblemDetailsPlugin,
+)
+from litestar.types import Receive, Scope, Send
+
+from exchange.errors import DomainError
+
+PROBLEM_TYPE_BASE = "https://exchange.example/problems/"
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+_RESERVED = frozenset({"type", "title", "status", "detail", "instance"})
+_HTTP_SLUGS = {
+    400: "bad-request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not-found",
+    405: "method-not-allowed",
+    406: "not-acceptable",
+    413: "request-too-large",
+    415: "unsupported-media-type",
+    429: "too-many-requests",
+    500: "internal-error",
+    503: "service-unavailable",
+}
+
+log = structlog.get_logger()
+
+
+class ProblemDetail(msgspec.Struct, omit_defaults=True):
+    """An RFC 9457 problem, as documented in the OpenAPI schema. Further members carry the
+    facts of the cause (for instance ``available`` and ``requested`` for insufficient-points,
+    ``errors`` for invalid-request)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str | None = None
+
+
+class Problem(ProblemDetailsException):
+    """A problem with a slug-based ``type``; ``detail`` is left out when there is none (Litestar
+    would otherwise fill it with the status phrase)."""
+
+    def __init__(
+        self,
+        slug: str,
+        title: str,
+        status: int,
+        detail: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(
+            detail=detail or "",
+            status_code=status,
+            type_=PROBLEM_TYPE_BASE + slug,
+            title=title,
+            extra=extra,
+        )
+        self.problem_detail = detail
+
+    def document(self) -> dict[str, Any]:
+        document: dict[str, Any] = {"type": self.type_, "title": self.title}
+        document["status"] = self.status_code
+        if self.problem_detail:
+            document["detail"] = self.problem_detail
+        if isinstance(self.extra, dict):
+            document.update((k, v) for k, v in self.extra.items() if k not in _RESERVED)
+        return document
+
+    def to_response(self, request: Request[Any, Any, Any] | None = None) -> Response[Any]:
+        return Response(
+            self.document(), media_type=PROBLEM_MEDIA_TYPE, status_code=self.status_code
+        )
+
+
+def from_domain_error(error: DomainError) -> Problem:
+    return Problem(error.slug, error.title, error.status, error.detail, dict(error.extra))
+
+
+def from_validation_error(error: ValidationException) -> Problem:
+    """A body, query or path value of the wrong shape: 422 with Litestar's field errors."""
+    errors = error.extra if isinstance(error.extra, list) else []
+    return Problem(
+        "invalid-request",
+        "The request is not valid",
+        422,
+        error.detail,
+        {"errors": errors},
+    )
+
+
+def from_http_exception(error: HTTPException) -> Problem:
+    status = error.status_code
+    try:
+        title = HTTPStatus(status).phrase
+    except ValueError:
+        title = "Error"
+    detail = error.detail if status < 500 and error.detail != title else None
+    return Problem(_HTTP_SLUGS.get(status, f"http-{status}"), title, status, detail)
+
+
+def from_unexpected(error: Exception) -> Problem:
+    # The traceback goes to the log (Litestar logs every exception); the caller learns nothing.
+    return internal_error()
+
+
+def internal_error() -> Problem:
+    return Problem("internal-error", "Internal server error", 500)
+
+
+def problem_details_plugin() -> ProblemDetailsPlugin:
+    return ProblemDetailsPlugin(
+        ProblemDetailsConfig(
+            exception_to_problem_detail_map={
+                DomainError: from_domain_error,
+                ValidationException: from_validation_error,
+                HTTPException: from_http_exception,
+                Exception: from_unexpected,
+            }
+        )
+    )
+
+
+async def send_problem(scope: Scope, receive: Receive, send: Send, problem: Problem) -> None:
+    """Answer with ``problem`` from middleware, before or instead of a handler."""
+    request: Request[Any, Any, Any] = Request(scope, receive, send)
+    await problem.to_response().to_asgi_response(app=None, request=request)(scope, receive, send)
+
+
+def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
+    """OpenAPI entries for the problems a signed operation can answer with: ``statuses`` and
+    those every signed operation can give (400, 401, 422, 500)."""
+    return {status: _PROBLEM_SPECS[status] for status in sorted({400, 401, 422, 500, *statuses})}
+
+
+def _spec(description: str) -> ResponseSpec:
+    return ResponseSpec(
+        data_container=ProblemDetail,
+        description=description,
+        media_type=PROBLEM_MEDIA_TYPE,
+        generate_examples=False,
+    )
+
+
+_PROBLEM_SPECS = {
+    400: _spec(
+        "bad-request (for instance a body that is not JSON); on a POST also"
+        " idempotency-key-missing and idempotency-key-invalid"
+    ),
+    401: _spec(
+        "signature-invalid: the request signature did not verify (always the same body,"
+        " whatever the reason)"
+    ),
+    403: _spec("not-a-brand, or operator-only: the caller's kind may not do this"),
+    404: _spec(
+        "member-not-found, hold-not-found, transaction-not-found, partner-not-found,"
+        " key-not-found"
+    ),
+    409: _spec("idempotency-in-flight (retry later), hold-not-active"),
+    422: _spec(
+        "invalid-request (with the field errors), invalid-amount, invalid-input; on operations"
+        " also insufficient-points, reversal-exceeds-original, not-reversible, and on a POST"
+        " idempotency-conflict"
+    ),
+    500: _spec("internal-error: nothing was committed; retry with the same Idempotency-Key"),
+}

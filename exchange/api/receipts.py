@@ -1,0 +1,113 @@
+"""What the exchange signs in its answers: transaction receipts and account heads.
+
+A signed document is exactly the JSON object the answer carries next to its signature
+(``transaction`` with ``receipt``, ``head`` with ``signature``): a partner re-encodes that object
+canonically (``exchange.signing.canonical_json``) and checks the signature against
+``GET /v1/keys``. Timestamps are RFC 3339 in UTC, ids canonical UUID strings, hashes hex."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import msgspec
+
+from exchange.api.queries import TransactionView
+from exchange.api.schemas import (
+    AccountHead,
+    BalanceOut,
+    DocumentSignature,
+    HoldOut,
+    MemberBalanceOut,
+    OperationOut,
+    PostingOut,
+    TransactionOut,
+    TransactionReceiptOut,
+)
+from exchange.base import utcnow
+from exchange.ledger.service import HoldView, MemberBalance
+from exchange.signing import ExchangeKeys
+
+
+def sign(keys: ExchangeKeys, document: msgspec.Struct) -> DocumentSignature:
+    """The exchange's detached signature over ``document`` as it appears on the wire."""
+    return DocumentSignature(**keys.sign_document(msgspec.to_builtins(document)))
+
+
+def transaction_out(view: TransactionView) -> TransactionOut:
+    return TransactionOut(
+        id=view.id,
+        kind=view.kind,
+        partner=view.partner_id,
+        points=view.points,
+        reference=view.reference,
+        reverses=view.reverses_id,
+        hold=view.hold_id,
+        created_at=view.created_at,
+        postings=[
+            PostingOut(
+                ledger=p.ledger,
+                account=p.account_kind,
+                member_ref=p.member_ref,
+                seq=p.seq,
+                amount=p.amount,
+                balance_after=p.balance_after,
+                hash=p.hash.hex(),
+            )
+            for p in view.postings
+        ],
+    )
+
+
+def receipt_out(keys: ExchangeKeys, view: TransactionView) -> TransactionReceiptOut:
+    transaction = transaction_out(view)
+    return TransactionReceiptOut(transaction=transaction, receipt=sign(keys, transaction))
+
+
+def operation_out(
+    keys: ExchangeKeys, view: TransactionView, balances: Mapping[int, tuple[int, int]]
+) -> OperationOut:
+    """``balances``: the engine's (balance, held) after the transaction, by account id."""
+    transaction = transaction_out(view)
+    members = {p.account_id: p.member_ref for p in view.postings if p.member_ref is not None}
+    after = []
+    for account_id, member_ref in members.items():
+        balance, held = balances[account_id]
+        after.append(BalanceOut(member_ref, balance, held, balance - held))
+    return OperationOut(transaction=transaction, receipt=sign(keys, transaction), balances=after)
+
+
+def balance_out(balance: MemberBalance) -> BalanceOut:
+    return BalanceOut(balance.member_ref, balance.balance, balance.held, balance.available)
+
+
+def member_balance_out(keys: ExchangeKeys, balance: MemberBalance) -> MemberBalanceOut:
+    head = AccountHead(
+        currency=balance.currency,
+        member_ref=balance.member_ref,
+        seq=balance.seq,
+        balance=balance.balance,
+        head_hash=balance.head_hash.hex(),
+        signed_at=utcnow(),
+    )
+    return MemberBalanceOut(
+        member_ref=balance.member_ref,
+        currency=balance.currency,
+        balance=balance.balance,
+        held=balance.held,
+        available=balance.available,
+        head=head,
+        signature=sign(keys, head),
+    )
+
+
+def hold_out(hold: HoldView) -> HoldOut:
+    return HoldOut(
+        id=hold.id,
+        member_ref=hold.member_ref,
+        points=hold.points,
+        captured=hold.captured,
+        status=hold.status,
+        expires_at=hold.expires_at,
+        created_at=hold.created_at,
+        transaction_id=hold.transaction_id,
+    )

@@ -1,0 +1,463 @@
+"""Bodies of the signed API, as msgspec Structs.
+
+Request bodies are decoded strictly (see ``exchange.api.v1.decode_strictly``): points must be a
+JSON integer (not ``1.0``, ``"10"`` or ``true``), and unknown fields are refused with a 422
+rather than ignored, so that a misspelt optional field (``refrence``) is not silently dropped.
+Answers may gain fields over time; clients should ignore fields they do not know.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Annotated, Literal
+
+import msgspec
+
+from exchange.ledger.service import MAX_MEMBER_REF, MAX_POINTS
+from exchange.rates.models import MAX_MICROS_PER_POINT
+
+Points = Annotated[
+    int,
+    msgspec.Meta(ge=1, le=MAX_POINTS, description="Whole points, 1 to 10^12, as a JSON integer."),
+]
+MemberRef = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=MAX_MEMBER_REF,
+        description="The brand's own identifier of the member: printable, no outer spaces.",
+    ),
+]
+Reference = Annotated[
+    str,
+    msgspec.Meta(
+        max_length=200,
+        pattern=r"^[^\x00-\x1f\x7f]*$",
+        description="The caller's own reference (an order number, ...), kept on the transaction.",
+    ),
+]
+MAX_HOLD_SECONDS = 90 * 24 * 3600
+
+
+class RequestBody(msgspec.Struct, forbid_unknown_fields=True):
+    """Base of request bodies: unknown fields are refused."""
+
+
+class MemberCreate(RequestBody):
+    member_ref: MemberRef
+
+
+class IssuanceCreate(RequestBody):
+    member_ref: MemberRef
+    points: Points
+    reference: Reference | None = None
+
+
+class RedemptionCreate(RequestBody):
+    member_ref: MemberRef
+    points: Points
+    reference: Reference | None = None
+
+
+class TransferCreate(RequestBody):
+    from_member_ref: MemberRef
+    to_member_ref: MemberRef
+    points: Points
+    reference: Reference | None = None
+
+
+class HoldCreate(RequestBody):
+    member_ref: MemberRef
+    points: Points
+    expires_in: (
+        Annotated[
+            int,
+            msgspec.Meta(
+                ge=1,
+                le=MAX_HOLD_SECONDS,
+                description="Seconds until the hold lapses (default: the service's setting).",
+            ),
+        ]
+        | None
+    ) = None
+    reference: Reference | None = None
+
+
+class HoldCapture(RequestBody):
+    points: Points | None = None
+    """Points to redeem, at most the held points; absent: all of them. The rest is released."""
+
+
+class ReversalCreate(RequestBody):
+    points: Points | None = None
+    """Points to reverse; absent: all that remain to reverse."""
+
+
+class PartnerCreate(RequestBody):
+    kind: Literal["brand", "charity", "operator"]
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    currency: Annotated[str, msgspec.Meta(pattern=r"^[A-Z][A-Z0-9]{1,15}$")] | None = None
+    """A brand's points currency code, such as ``SKY``."""
+    min_donation_points: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    """A charity's minimum donation."""
+
+
+class KeyCreate(RequestBody):
+    alg: Literal["ed25519", "hmac-sha256"]
+    public_key: Annotated[str, msgspec.Meta(max_length=4096)] | None = None
+    """ed25519: the partner's public key, PEM (SubjectPublicKeyInfo). hmac-sha256: absent."""
+
+
+class PartnerOut(msgspec.Struct):
+    id: uuid.UUID
+    kind: str
+    name: str
+    currency: str | None
+    min_donation_points: int | None = None
+
+
+class MemberOut(msgspec.Struct):
+    member_ref: str
+    currency: str
+
+
+class DocumentSignature(msgspec.Struct):
+    """The exchange's detached Ed25519 signature over the canonical JSON (sorted keys, no spaces,
+    UTF-8) of a document; the key is one of ``GET /v1/keys``."""
+
+    key_id: str
+    alg: str
+    signature: str
+    """Base64."""
+
+
+class AccountHead(msgspec.Struct):
+    """The head of a member account's hash chain, as the exchange signs it."""
+
+    currency: str
+    member_ref: str
+    seq: int
+    balance: int
+    head_hash: str
+    """Hex SHA-256 of the account's latest posting (64 zeros before the first)."""
+    signed_at: dt.datetime
+
+
+class MemberBalanceOut(msgspec.Struct):
+    member_ref: str
+    currency: str
+    balance: int
+    held: int
+    available: int
+    head: AccountHead
+    signature: DocumentSignature
+    """Over ``head``."""
+
+
+class HistoryItem(msgspec.Struct):
+    transaction_id: uuid.UUID
+    kind: str
+    seq: int
+    amount: int
+    balance_after: int
+    reference: str | None
+    created_at: dt.datetime
+
+
+class HistoryPage(msgspec.Struct):
+    items: list[HistoryItem]
+    next_cursor: str | None
+    """Pass as ``cursor`` for the next (older) page; null on the last page."""
+
+
+class PostingOut(msgspec.Struct):
+    ledger: str
+    account: str
+    """The account's kind: ``member``, ``issuance`` or ``settlement``."""
+    member_ref: str | None
+    seq: int
+    amount: int
+    balance_after: int
+    hash: str
+    """Hex SHA-256 chaining this posting to the account's previous one."""
+
+
+class TransactionOut(msgspec.Struct):
+    """A transaction and the postings the caller may see (those on its own accounts)."""
+
+    id: uuid.UUID
+    kind: str
+    partner: uuid.UUID
+    """The partner that made it."""
+    points: int
+    reference: str | None
+    reverses: uuid.UUID | None
+    hold: uuid.UUID | None
+    created_at: dt.datetime
+    postings: list[PostingOut]
+
+
+class BalanceOut(msgspec.Struct):
+    member_ref: str
+    balance: int
+    held: int
+    available: int
+
+
+class TransactionReceiptOut(msgspec.Struct):
+    transaction: TransactionOut
+    receipt: DocumentSignature
+    """Over ``transaction``."""
+
+
+class OperationOut(msgspec.Struct):
+    """The answer to a ledger operation: what was posted, signed, and the members' new balances."""
+
+    transaction: TransactionOut
+    receipt: DocumentSignature
+    """Over ``transaction``."""
+    balances: list[BalanceOut]
+
+
+class HoldOut(msgspec.Struct):
+    id: uuid.UUID
+    member_ref: str
+    points: int
+    captured: int
+    status: str
+    """``active``, ``captured``, ``voided`` or ``expired``."""
+    expires_at: dt.datetime
+    created_at: dt.datetime
+    transaction_id: uuid.UUID
+    """The latest transaction of the hold (placed, captured or voided)."""
+
+
+class HoldOperationOut(msgspec.Struct):
+    hold: HoldOut
+    transaction: TransactionOut
+    receipt: DocumentSignature
+    """Over ``transaction``."""
+    balances: list[BalanceOut]
+
+
+class KeyOut(msgspec.Struct):
+    key_id: str
+    partner_id: uuid.UUID
+    alg: str
+    secret: str | None = None
+    """hmac-sha256 only: the shared secret (base64), in this answer once and never again. A
+    retry with the same Idempotency-Key answers with the same key id and a null secret."""
+
+
+class KeyRevocationOut(msgspec.Struct):
+    key_id: str
+    partner_id: uuid.UUID
+    revoked_at: dt.datetime
+
+
+# --- pricing, conversions and donations ---------------------------------------------------------
+
+CurrencyCode = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^[A-Z][A-Z0-9]{1,15}$", description="A brand's points currency code, e.g. SKY."
+    ),
+]
+AwareTime = Annotated[
+    dt.datetime, msgspec.Meta(tz=True, description="RFC 3339, with a time zone or offset.")
+]
+DestinationBrand = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=64,
+        description="The destination brand: its points currency code (``HTL``) or its partner id.",
+    ),
+]
+
+
+class PointValueCreate(RequestBody):
+    currency: CurrencyCode
+    micros_per_point: Annotated[
+        int,
+        msgspec.Meta(
+            ge=1,
+            le=MAX_MICROS_PER_POINT,
+            description="Settlement-currency micros one point is worth (12000 = 1.2 cents);"
+            " at most 10^6, one unit of the settlement currency.",
+        ),
+    ]
+    effective_at: AwareTime | None = None
+    """From when the value holds: now (the default) or later, never earlier."""
+
+
+class RateCreate(RequestBody):
+    from_currency: CurrencyCode
+    to_currency: CurrencyCode
+    from_points: Annotated[int, msgspec.Meta(ge=1, le=MAX_POINTS)]
+    to_points: Annotated[int, msgspec.Meta(ge=1, le=MAX_POINTS)]
+    """Destination points given per ``from_points`` source points."""
+    fee_bps: Annotated[int, msgspec.Meta(ge=0, le=10_000)]
+    """The operator's fee in basis points of the source points, rounded up."""
+    min_points: Annotated[int, msgspec.Meta(ge=0, le=MAX_POINTS)] = 0
+    """The fewest source points one conversion may take."""
+    effective_at: AwareTime | None = None
+    """From when the version holds: now (the default) or later, never earlier."""
+
+
+class PointValueOut(msgspec.Struct):
+    id: uuid.UUID
+    partner_id: uuid.UUID
+    currency: str
+    micros_per_point: int
+    effective_at: dt.datetime
+    created_at: dt.datetime
+
+
+class RateOut(msgspec.Struct):
+    id: uuid.UUID
+    """The rate version's id: conversions and quotes name it as ``rate_version_id``."""
+    from_partner_id: uuid.UUID
+    from_currency: str
+    to_partner_id: uuid.UUID
+    to_currency: str
+    from_points: int
+    to_points: int
+    fee_bps: int
+    min_points: int
+    effective_at: dt.datetime
+    created_at: dt.datetime
+
+
+class PricingOut(msgspec.Struct):
+    at: dt.datetime
+    """The moment the versions below are in force at."""
+    point_values: list[PointValueOut]
+    rates: list[RateOut]
+
+
+class CharityOut(msgspec.Struct):
+    id: uuid.UUID
+    """What ``POST /v1/donations`` takes as ``charity``."""
+    name: str
+    min_donation_points: int | None
+
+
+class QuoteCreate(RequestBody):
+    member_ref: MemberRef
+    to_partner: DestinationBrand
+    to_member_ref: MemberRef
+    """The member at the destination brand, enrolled there."""
+    points: Points
+
+
+class ConversionCreate(RequestBody):
+    """Either the four fields, or ``quote_id`` (and any of the four, which must match it)."""
+
+    member_ref: MemberRef | None = None
+    to_partner: DestinationBrand | None = None
+    to_member_ref: MemberRef | None = None
+    points: Points | None = None
+    quote_id: uuid.UUID | None = None
+    """A quote of the caller's from ``POST /v1/quotes``, unused and unexpired: the conversion
+    takes its rate version and values."""
+    reference: Reference | None = None
+
+
+class ConversionMoney(msgspec.Struct):
+    """What the conversion makes the source brand owe, in micros of the settlement currency."""
+
+    currency: str
+    destination_micros: int
+    """Owed to the destination brand: ``out * destination_value_micros``."""
+    operator_fee_micros: int
+    """Owed to the operator: ``fee * source_value_micros``."""
+
+
+class QuoteOut(msgspec.Struct):
+    quote_id: uuid.UUID
+    rate_version_id: uuid.UUID
+    from_currency: str
+    to_currency: str
+    member_ref: str
+    to_member_ref: str
+    points: int
+    fee: int
+    """Source points kept as the operator's fee: ``ceil(points * fee_bps / 10000)``."""
+    out: int
+    """Destination points the member will get:
+    ``floor((points - fee) * to_points / from_points)``."""
+    source_value_micros: int
+    destination_value_micros: int
+    money: ConversionMoney
+    expires_at: dt.datetime
+    """Spend it with ``POST /v1/conversions`` ``{"quote_id": ...}`` before then."""
+    created_at: dt.datetime
+
+
+class ConversionTerms(msgspec.Struct):
+    rate_version_id: uuid.UUID
+    quote_id: uuid.UUID | None
+    from_currency: str
+    to_currency: str
+    member_ref: str
+    to_member_ref: str
+    points: int
+    fee: int
+    out: int
+    source_value_micros: int
+    destination_value_micros: int
+    money: ConversionMoney
+
+
+class ConversionOut(msgspec.Struct):
+    """What was posted (the postings on the caller's accounts), signed; its terms; the source
+    member's new balance. The destination brand sees its side with ``GET /v1/transactions/{id}``."""
+
+    transaction: TransactionOut
+    receipt: DocumentSignature
+    """Over ``transaction``."""
+    conversion: ConversionTerms
+    balances: list[BalanceOut]
+
+
+class DonationCreate(RequestBody):
+    member_ref: MemberRef
+    charity: uuid.UUID
+    """The charity's partner id (``GET /v1/charities``)."""
+    points: Points
+    reference: Reference | None = None
+
+
+class CharityRef(msgspec.Struct):
+    id: str
+    name: str
+
+
+class DonationReceiptOut(msgspec.Struct, forbid_unknown_fields=True):
+    """The member's donation receipt. ``signature`` is the exchange's over the other members of
+    this object, encoded canonically, exactly as they appear here (so ``created_at`` is the
+    signed string, not re-formatted)."""
+
+    type: str
+    """Always ``donation-receipt``."""
+    id: str
+    """The donation's transaction id."""
+    member_ref: str
+    points_currency: str
+    charity: CharityRef
+    points: int
+    amount_micros: int
+    """What the brand owes the charity for the points, in micros of ``currency``."""
+    currency: str
+    created_at: str
+    signature: DocumentSignature
+
+
+class DonationOut(msgspec.Struct):
+    transaction: TransactionOut
+    transaction_signature: DocumentSignature
+    """Over ``transaction``, as ``receipt`` is in the other operations' answers."""
+    receipt: DonationReceiptOut
+    balances: list[BalanceOut]

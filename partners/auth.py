@@ -1,0 +1,205 @@
+"""Who is calling: RFC 9421 verification of every request to the signed API (SPEC §4).
+
+For each request the middleware reads the whole body (Litestar caches it on the connection, so
+the handler reads the same bytes again), parses the signatures, loads the candidate keys that
+are not revoked (with their partner, in one query), verifies with :func:`verify_request` and
+records the nonce. Key lookup and nonce run in one short transaction of their own, committed
+before the handler starts: a replay is refused even when the first request later fails, and on
+SQLite the request's own transaction (``BEGIN IMMEDIATE``) cannot wait on it.
+
+Every refusal is the same 401 problem, byte for byte, whatever the cause; the cause goes to the
+log at info level. On success the caller's :class:`PartnerInfo` is ``scope["user"]`` (what
+``request.user`` reads) and the key id ``scope["auth"]``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Any, Self, cast
+from urllib.parse import quote
+
+import structlog
+from cryptography.exceptions import InvalidTag
+from litestar import Request
+from litestar.datastructures import Headers
+from litestar.enums import ScopeType
+from litestar.middleware import ASGIMiddleware
+from litestar.types import ASGIApp, HTTPScope, Receive, Scope, Send
+from sqlalchemy import delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from exchange.api.problems import from_domain_error, send_problem
+from exchange.errors import DomainError
+from partners.httpsig import (
+    MAX_SIGNATURES,
+    SignatureInvalid,
+    VerifiedSignature,
+    VerifyKey,
+    parse_signatures,
+    verify_request,
+)
+from partners.models import Partner, PartnerKey, SignatureNonce
+from partners.service import PartnerInfo, decrypt_secret
+
+MAX_AGE_SECONDS = 300
+"""How old a signature's ``created`` may be."""
+MAX_FUTURE_SECONDS = 30
+"""How far ahead of our clock a signature's ``created`` may be."""
+NONCE_MARGIN_SECONDS = 30
+"""Nonces are kept this long past the window, against clock steps between replicas."""
+MAX_NONCE_LENGTH = 200
+
+log = structlog.get_logger()
+
+
+class SignatureRejected(DomainError):
+    """Any failure to authenticate a request. Deliberately without detail: a caller learns
+    nothing about which keys exist or which rule failed."""
+
+    slug = "signature-invalid"
+    status = 401
+    title = "Request signature verification failed"
+
+    def __init__(self) -> None:
+        super().__init__("")
+
+
+class RequestSignatureMiddleware(ASGIMiddleware):
+    """Authenticate every request of the routes it is applied to (the ``/v1`` router)."""
+
+    scopes = (ScopeType.HTTP,)
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Self:
+        # Litestar deep-copies a router when it is registered; the database handle is shared.
+        return self
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        http = cast("HTTPScope", scope)
+        body = await Request[Any, Any, Any](scope, receive).body()
+        try:
+            caller, key_id = await self.authenticate(http, body)
+        except SignatureInvalid as exc:
+            log.info(
+                "request signature refused",
+                reason=str(exc),
+                method=http["method"],
+                path=http["path"],
+            )
+            await send_problem(scope, receive, send, from_domain_error(SignatureRejected()))
+            return
+        scope["user"] = caller
+        scope["auth"] = key_id
+        await next_app(scope, receive, send)
+
+    async def authenticate(self, scope: HTTPScope, body: bytes) -> tuple[PartnerInfo, str]:
+        """The calling partner and the key id that signed, or :class:`SignatureInvalid`."""
+        headers = Headers.from_scope(scope)
+        candidates = parse_signatures(headers)
+        if not candidates:
+            raise SignatureInvalid("no signature")
+        if len(candidates) > MAX_SIGNATURES:
+            raise SignatureInvalid(f"more than {MAX_SIGNATURES} signatures")
+        key_ids = {c.key_id for c in candidates if c.key_id}
+        if not key_ids:
+            raise SignatureInvalid("no keyid")
+        master_key: bytes = scope["app"].state.master_key
+        now = int(time.time())
+        async with self.engine.begin() as conn:
+            keys, partners = await _active_keys(conn, key_ids, master_key)
+            verified = verify_request(
+                method=scope["method"],
+                path=raw_path(scope),
+                query=scope["query_string"].decode("latin-1"),
+                authority=headers.get("host"),
+                headers=headers,
+                body=body,
+                keys=keys,
+                now=now,
+                max_age=MAX_AGE_SECONDS,
+                max_future=MAX_FUTURE_SECONDS,
+            )
+            await _claim_nonce(conn, verified, now)
+        return partners[verified.key_id], verified.key_id
+
+
+def raw_path(scope: HTTPScope) -> str:
+    """The path as the client sent it, still percent-encoded (what ``@path`` covers)."""
+    raw: bytes | None = scope.get("raw_path")
+    if raw is None:
+        return quote(scope["path"])
+    # Some servers (and httpx's transports) leave the query string on raw_path.
+    return raw.split(b"?", 1)[0].decode("latin-1")
+
+
+async def _active_keys(
+    conn: AsyncConnection, key_ids: set[str], master_key: bytes
+) -> tuple[dict[str, VerifyKey], dict[str, PartnerInfo]]:
+    """The keys among ``key_ids`` that are not revoked, with their partners, in one query."""
+    rows = await conn.execute(
+        select(
+            PartnerKey.id,
+            PartnerKey.alg,
+            PartnerKey.public_key,
+            PartnerKey.secret_nonce,
+            PartnerKey.secret_ciphertext,
+            Partner.id.label("partner_id"),
+            Partner.kind,
+            Partner.name,
+            Partner.currency,
+            Partner.shards,
+            Partner.min_donation_points,
+        )
+        .join(Partner, Partner.id == PartnerKey.partner_id)
+        .where(PartnerKey.id.in_(sorted(key_ids)), PartnerKey.revoked_at.is_(None))
+    )
+    keys: dict[str, VerifyKey] = {}
+    partners: dict[str, PartnerInfo] = {}
+    for row in rows:
+        if row.alg == "ed25519":
+            material = row.public_key
+        else:
+            try:
+                material = decrypt_secret(
+                    master_key, row.id, row.secret_nonce, row.secret_ciphertext
+                )
+            except InvalidTag:
+                log.warning("partner key secret does not decrypt under the master key", key=row.id)
+                continue
+        keys[row.id] = VerifyKey(row.id, row.alg, material)
+        partners[row.id] = PartnerInfo(
+            row.partner_id, row.kind, row.name, row.currency, row.shards, row.min_donation_points
+        )
+    return keys, partners
+
+
+async def _claim_nonce(conn: AsyncConnection, verified: VerifiedSignature, now: int) -> None:
+    """Record the nonce for the signature window; a nonce already on record is a replay.
+    A record whose window has passed (not yet purged) is taken over, not counted as a replay:
+    a signature that old fails the ``created`` check before it gets here."""
+    if len(verified.nonce) > MAX_NONCE_LENGTH:
+        raise SignatureInvalid(f"nonce longer than {MAX_NONCE_LENGTH} characters")
+    expires_at = dt.datetime.fromtimestamp(
+        verified.created + MAX_AGE_SECONDS + NONCE_MARGIN_SECONDS, dt.UTC
+    )
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    claim = dialect.insert(SignatureNonce).values(
+        key_id=verified.key_id, nonce=verified.nonce, expires_at=expires_at
+    )
+    upsert = claim.on_conflict_do_update(
+        index_elements=[SignatureNonce.key_id, SignatureNonce.nonce],
+        set_={"expires_at": claim.excluded.expires_at},
+        where=SignatureNonce.expires_at <= dt.datetime.fromtimestamp(now, dt.UTC),
+    )
+    if (await conn.execute(upsert)).rowcount != 1:
+        raise SignatureInvalid(f"nonce {verified.nonce!r} already used with this key")
+
+
+async def purge_expired_nonces(conn: AsyncConnection, now: dt.datetime) -> int:
+    """Forget nonces whose signatures can no longer verify anyway; returns how many."""
+    result = await conn.execute(delete(SignatureNonce).where(SignatureNonce.expires_at <= now))
+    return result.rowcount

@@ -1,0 +1,129 @@
+"""Operator commands: ``litestar settlement run|show|mark-paid``.
+
+Each prints JSON on stdout (``run``: the batches it settled, or the one ``--date`` names); a
+progress bar goes to stderr; refusals print a JSON problem on stderr and exit 1, as every
+operator command does (``exchange.cli``)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import sys
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from exchange.cli import run_with_session
+from exchange.db import create_engine, session_maker
+from exchange.errors import DomainError
+from exchange.migrate import upgrade
+from exchange.settings import Settings, get_settings
+from exchange.signing import load_exchange_keys
+from settlement.service import (
+    STEPS,
+    BatchView,
+    due_dates,
+    get_batch,
+    mark_paid,
+    settle_day,
+    settle_due,
+)
+
+_DATE = click.DateTime(formats=["%Y-%m-%d"])
+
+
+def _emit(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, sort_keys=True))
+
+
+def _refuse(error: DomainError) -> None:
+    click.echo(json.dumps({"type": error.slug, "detail": error.detail, **error.extra}), err=True)
+    sys.exit(1)
+
+
+@click.group(name="settlement", help="Run, inspect and mark paid the nightly settlement.")
+def settlement_group() -> None:
+    pass
+
+
+@settlement_group.command(
+    name="run", help="Settle every business day that has ended, oldest first (or one --date)."
+)
+@click.option("--date", "day", type=_DATE, default=None, help="One business date, YYYY-MM-DD.")
+def run_command(day: dt.datetime | None) -> None:
+    settings = get_settings()
+    if settings.auto_migrate:
+        upgrade(settings)
+    try:
+        batches = asyncio.run(_run(settings, None if day is None else day.date()))
+    except DomainError as error:
+        _refuse(error)
+        return
+    if day is not None:
+        _emit(batches[0].as_dict())
+    else:
+        _emit([batch.as_dict() for batch in batches])
+
+
+async def _run(settings: Settings, day: dt.date | None) -> list[BatchView]:
+    keys = load_exchange_keys(settings)
+    engine = create_engine(settings)
+    sessions = session_maker(engine)
+    now = dt.datetime.now(dt.UTC)
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+    )
+    try:
+        if day is None:
+            async with sessions() as session:
+                days = await due_dates(session, settings=settings, now=now)
+        else:
+            days = [day]
+        with progress:
+            task = progress.add_task("settlement", total=len(days) * len(STEPS))
+
+            def on_step(business_date: dt.date, step: str) -> None:
+                progress.update(task, advance=1, description=f"{business_date} {step}")
+
+            if day is None:
+                batches = await settle_due(
+                    sessions, settings=settings, keys=keys, now=now, wait=True, on_step=on_step
+                )
+            else:
+                batches = [
+                    await settle_day(sessions, day, settings=settings, keys=keys, on_step=on_step)
+                ]
+            # A day settled before (or by another replica meanwhile) has no steps to report.
+            progress.update(task, completed=len(days) * len(STEPS))
+    finally:
+        await engine.dispose()
+    return batches
+
+
+@settlement_group.command(name="show", help="Show a business date's batch.")
+@click.argument("day", type=_DATE)
+def show_command(day: dt.datetime) -> None:
+    async def work(session: AsyncSession, _settings: Settings) -> dict[str, Any]:
+        return (await get_batch(session, day.date())).as_dict()
+
+    _emit(run_with_session(work))
+
+
+@settlement_group.command(
+    name="mark-paid",
+    help="Record a business date's payments as made; the batch then never changes.",
+)
+@click.argument("day", type=_DATE)
+def mark_paid_command(day: dt.datetime) -> None:
+    async def work(session: AsyncSession, _settings: Settings) -> dict[str, Any]:
+        return (await mark_paid(session, day.date())).as_dict()
+
+    _emit(run_with_session(work))

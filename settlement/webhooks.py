@@ -1,0 +1,272 @@
+"""Webhooks: events for partners, kept in an outbox and sent, signed, until acknowledged.
+
+An event is written to ``outbox_event`` by :func:`enqueue_event` inside the transaction that
+causes it (a settlement batch, a conversion), so it exists exactly when its cause does. The
+delivery worker (:func:`deliver_due_webhooks`) then POSTs it to the partner's ``webhook_url``:
+
+- Claiming. A worker takes due events with ``FOR UPDATE SKIP LOCKED`` (PostgreSQL; SQLite has
+  one writer at a time) and, in that short transaction, moves their ``next_attempt_at`` past
+  the delivery timeout: a lease. The POST happens outside any database transaction; if the
+  worker dies mid-way, the lease runs out and another worker sends the event again.
+- At least once. An event counts as delivered on a 2xx answer only; anything else (an error
+  status, a timeout, a refused connection) is retried after ``base * 2**(attempts - 1)``
+  seconds, at most ``webhook_retry_max_seconds``, for as long as it takes. A receiver may see
+  an event more than once and must deduplicate on ``event_id``.
+- Signed. Each request carries an RFC 9421 signature by the exchange's Ed25519 key (``keyid``
+  the exchange key id from ``GET /v1/keys``, ``alg`` ed25519, ``created``, a fresh ``nonce``)
+  covering ``@method``, ``@path``, ``@query`` when there is one, and ``content-digest``
+  (RFC 9530, sha-256 of the body). A receiver checks it exactly as the exchange checks a
+  partner's request (``partners.httpsig.verify_request``).
+- Body: ``{"event_id", "event_type", "partner_id", "created_at", "data"}`` as canonical JSON;
+  the id is also in the ``Exchange-Event-Id`` header and the type in ``Exchange-Event-Type``.
+- Events of a partner without a webhook URL wait; they are sent once it registers one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import secrets
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+import httpx
+from sqlalchemy import Table, and_, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from exchange.base import utcnow, uuid7
+from exchange.errors import InvalidInput, PartnerNotFound
+from exchange.settings import Settings
+from exchange.signing import ExchangeKeys, canonical_json
+from partners.httpsig import sign_request
+from partners.models import Partner
+from settlement.models import OutboxEvent
+
+EVENT_TYPES = frozenset({"settlement.ready", "conversion.credited"})
+EVENT_ID_HEADER = "Exchange-Event-Id"
+EVENT_TYPE_HEADER = "Exchange-Event-Type"
+MAX_URL_LENGTH = 2000
+_ERROR_LENGTH = 500
+
+outbox_t = cast(Table, OutboxEvent.__table__)
+partner_t = cast(Table, Partner.__table__)
+
+
+async def enqueue_event(
+    session: AsyncSession,
+    partner_id: uuid.UUID,
+    event_type: str,
+    payload: Mapping[str, Any],
+    *,
+    now: dt.datetime | None = None,
+) -> uuid.UUID:
+    """Queue an event for a partner's webhook, in the caller's transaction; returns its id."""
+    if event_type not in EVENT_TYPES:
+        raise ValueError(f"unknown event type {event_type!r}")
+    event_id = uuid7()
+    now = now or utcnow()
+    await session.execute(
+        insert(outbox_t).values(
+            id=event_id,
+            partner_id=partner_id,
+            event_type=event_type,
+            payload=canonical_json(dict(payload)).decode(),
+            created_at=now,
+            attempts=0,
+            next_attempt_at=now,
+        )
+    )
+    return event_id
+
+
+def check_webhook_url(url: str, *, allow_http: bool) -> str:
+    """An absolute ``https://`` URL (``http://`` too when allowed), no credentials, no fragment."""
+    if not isinstance(url, str) or not 1 <= len(url) <= MAX_URL_LENGTH or url != url.strip():
+        raise InvalidInput(f"webhook_url must be 1 to {MAX_URL_LENGTH} characters", field="url")
+    parts = urlsplit(url)
+    schemes = ("https", "http") if allow_http else ("https",)
+    if parts.scheme not in schemes:
+        raise InvalidInput(f"webhook_url must use {' or '.join(schemes)}", field="url")
+    if not parts.hostname or parts.username or parts.password or parts.fragment:
+        raise InvalidInput("webhook_url needs a host and no credentials or fragment", field="url")
+    if not url.isprintable() or " " in url:
+        raise InvalidInput("webhook_url must be printable, with no spaces", field="url")
+    return url
+
+
+async def set_webhook_url(
+    session: AsyncSession, partner_id: uuid.UUID, url: str | None, *, allow_http: bool = False
+) -> str | None:
+    """Register (or, with ``None``, remove) where a partner's events are sent."""
+    if url is not None:
+        url = check_webhook_url(url, allow_http=allow_http)
+    result = await session.execute(
+        update(partner_t)
+        .where(partner_t.c.id == partner_id)
+        .values(webhook_url=url)
+        .returning(partner_t.c.id)
+    )
+    if result.first() is None:
+        raise PartnerNotFound(f"no partner {partner_id}")
+    return url
+
+
+def retry_delay(attempts: int, settings: Settings) -> dt.timedelta:
+    """The wait after the ``attempts``-th failed attempt: doubling, capped."""
+    exponent = min(max(attempts - 1, 0), 32)
+    seconds = min(
+        settings.webhook_retry_base_seconds * 2**exponent, settings.webhook_retry_max_seconds
+    )
+    return dt.timedelta(seconds=seconds)
+
+
+@dataclass(frozen=True)
+class ClaimedEvent:
+    id: uuid.UUID
+    partner_id: uuid.UUID
+    event_type: str
+    payload: str
+    created_at: dt.datetime
+    attempts: int
+    url: str
+
+
+@dataclass(frozen=True)
+class DeliveryReport:
+    delivered: int
+    failed: int
+
+
+def webhook_request(event: ClaimedEvent, keys: ExchangeKeys) -> tuple[bytes, dict[str, str]]:
+    """The body and headers of one signed delivery."""
+    body = canonical_json(
+        {
+            "event_id": str(event.id),
+            "event_type": event.event_type,
+            "partner_id": str(event.partner_id),
+            "created_at": event.created_at.isoformat().replace("+00:00", "Z"),
+            "data": json.loads(event.payload),
+        }
+    )
+    target = httpx.URL(event.url)
+    headers = {
+        "Content-Type": "application/json",
+        EVENT_ID_HEADER: str(event.id),
+        EVENT_TYPE_HEADER: event.event_type,
+    }
+    headers.update(
+        sign_request(
+            method="POST",
+            path=target.raw_path.split(b"?", 1)[0].decode("ascii") or "/",
+            query=target.query.decode("ascii"),
+            authority=None,
+            headers=headers,
+            body=body,
+            key_id=keys.key_id,
+            alg="ed25519",
+            key=keys.signing_key,
+            created=int(time.time()),
+            nonce=secrets.token_urlsafe(16),
+        )
+    )
+    return body, headers
+
+
+async def _claim(
+    session_factory: async_sessionmaker[AsyncSession], settings: Settings, now: dt.datetime
+) -> list[ClaimedEvent]:
+    lease = dt.timedelta(seconds=settings.webhook_timeout_seconds + 30)
+    async with session_factory() as session, session.begin():
+        rows = (
+            await session.execute(
+                select(
+                    outbox_t.c.id,
+                    outbox_t.c.partner_id,
+                    outbox_t.c.event_type,
+                    outbox_t.c.payload,
+                    outbox_t.c.created_at,
+                    outbox_t.c.attempts,
+                    partner_t.c.webhook_url,
+                )
+                .join(partner_t, partner_t.c.id == outbox_t.c.partner_id)
+                .where(
+                    outbox_t.c.delivered_at.is_(None),
+                    outbox_t.c.next_attempt_at <= now,
+                    partner_t.c.webhook_url.is_not(None),
+                )
+                .order_by(outbox_t.c.next_attempt_at, outbox_t.c.id)
+                .limit(settings.webhook_batch_size)
+                .with_for_update(skip_locked=True, of=outbox_t)
+            )
+        ).all()
+        if rows:
+            await session.execute(
+                update(outbox_t)
+                .where(outbox_t.c.id.in_([row.id for row in rows]))
+                .values(attempts=outbox_t.c.attempts + 1, next_attempt_at=now + lease)
+            )
+    return [
+        ClaimedEvent(
+            row.id, row.partner_id, row.event_type, row.payload, row.created_at,
+            row.attempts + 1, row.webhook_url,
+        )
+        for row in rows
+    ]  # fmt: skip
+
+
+async def _send(
+    client: httpx.AsyncClient, event: ClaimedEvent, keys: ExchangeKeys, timeout: float
+) -> str | None:
+    """POST one event; ``None`` when the partner acknowledged it, else why not."""
+    body, headers = webhook_request(event, keys)
+    try:
+        response = await client.post(event.url, content=body, headers=headers, timeout=timeout)
+    except httpx.HTTPError as error:
+        return f"{type(error).__name__}: {error}"[:_ERROR_LENGTH]
+    if 200 <= response.status_code < 300:
+        return None
+    return f"HTTP {response.status_code}"
+
+
+async def deliver_due_webhooks(
+    session_factory: async_sessionmaker[AsyncSession],
+    *,
+    settings: Settings,
+    keys: ExchangeKeys,
+    client: httpx.AsyncClient,
+    now: dt.datetime | None = None,
+) -> DeliveryReport:
+    """Send one round of due events (at most ``webhook_batch_size``) and record the outcomes."""
+    now = now or utcnow()
+    events = await _claim(session_factory, settings, now)
+    if not events:
+        return DeliveryReport(0, 0)
+    outcomes = await asyncio.gather(
+        *(_send(client, event, keys, settings.webhook_timeout_seconds) for event in events)
+    )
+    done = utcnow()
+    async with session_factory() as session, session.begin():
+        for event, error in zip(events, outcomes, strict=True):
+            if error is None:
+                condition = outbox_t.c.id == event.id
+                values: dict[str, Any] = {"delivered_at": done, "last_error": None}
+            else:
+                # Only while this worker's claim holds: if the lease ran out and another worker
+                # claimed the event since, the attempt count moved on and this failure is stale.
+                condition = and_(outbox_t.c.id == event.id, outbox_t.c.attempts == event.attempts)
+                values = {
+                    "next_attempt_at": max(done, now) + retry_delay(event.attempts, settings),
+                    "last_error": error,
+                }
+            await session.execute(
+                update(outbox_t)
+                .where(condition, outbox_t.c.delivered_at.is_(None))
+                .values(**values)
+            )
+    failed = sum(1 for error in outcomes if error is not None)
+    return DeliveryReport(len(events) - failed, failed)
