@@ -1,5 +1,9 @@
 """Ledger operations for a brand's members. Each builds its legs and posts them through the one
-engine, inside the caller's database transaction; none commits."""
+engine, inside the caller's database transaction; none commits.
+
+Issue, redeem and transfer come in two halves: ``*_spec`` builds the engine's spec from members
+already looked up (no I/O), so that a batch (``exchange.ledger.batch``) can look up all its
+members in one query (:func:`find_members`) and post all its specs in one engine call."""
 
 from __future__ import annotations
 
@@ -7,10 +11,11 @@ import base64
 import datetime as dt
 import json
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import Table, and_, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -41,11 +46,11 @@ MAX_POINTS = 10**12
 MAX_MEMBER_REF = 128
 REVERSIBLE_KINDS = frozenset({"issue", "redeem", "transfer", "convert", "donate", "capture"})
 
-account_t = Account.__table__
-member_t = Member.__table__
-posting_t = Posting.__table__
-transaction_t = LedgerTransaction.__table__
-hold_t = Hold.__table__
+account_t = cast(Table, Account.__table__)
+member_t = cast(Table, Member.__table__)
+posting_t = cast(Table, Posting.__table__)
+transaction_t = cast(Table, LedgerTransaction.__table__)
+hold_t = cast(Table, Hold.__table__)
 
 
 def check_points(points: object, field: str = "points") -> int:
@@ -70,7 +75,7 @@ def check_member_ref(member_ref: object, field: str = "member_ref") -> str:
     return member_ref
 
 
-def _brand(partner: PartnerInfo) -> str:
+def brand_currency(partner: PartnerInfo) -> str:
     if partner.kind != "brand" or partner.currency is None:
         raise NotABrand("only a brand partner has members and points")
     return partner.currency
@@ -88,7 +93,7 @@ async def enrol_member(
     session: AsyncSession, partner: PartnerInfo, member_ref: str
 ) -> tuple[MemberAccount, bool]:
     """Enrol a member of the calling brand; enrolling again returns the same one (created=False)."""
-    currency = _brand(partner)
+    currency = brand_currency(partner)
     check_member_ref(member_ref)
     existing = await _find_member(session, partner, member_ref)
     if existing is not None:
@@ -127,41 +132,142 @@ async def enrol_member(
     return found, True
 
 
+def _members_query(partner: PartnerInfo) -> Any:
+    """Members of ``partner`` with their account and the issuance shard each meets."""
+    member_account = account_t.alias("member_account")
+    issuance = account_t.alias("issuance")
+    return (
+        select(member_t.c.member_ref, member_t.c.id, member_account.c.id, issuance.c.id)
+        .select_from(member_t)
+        .join(member_account, member_account.c.member_id == member_t.c.id)
+        .join(
+            issuance,
+            and_(
+                issuance.c.partner_id == member_t.c.partner_id,
+                issuance.c.kind == "issuance",
+                issuance.c.member_id.is_(None),
+                issuance.c.shard == member_account.c.id % partner.shards,
+            ),
+        )
+        .where(member_t.c.partner_id == partner.id)
+    )
+
+
 async def _find_member(
     session: AsyncSession, partner: PartnerInfo, member_ref: str
 ) -> MemberAccount | None:
     """The member's account and the issuance shard it meets, in one query."""
-    member_account = account_t.alias("member_account")
-    issuance = account_t.alias("issuance")
     row = (
-        await session.execute(
-            select(member_t.c.id, member_account.c.id, issuance.c.id)
-            .select_from(member_t)
-            .join(member_account, member_account.c.member_id == member_t.c.id)
-            .join(
-                issuance,
-                and_(
-                    issuance.c.partner_id == member_t.c.partner_id,
-                    issuance.c.kind == "issuance",
-                    issuance.c.member_id.is_(None),
-                    issuance.c.shard == member_account.c.id % partner.shards,
-                ),
-            )
-            .where(member_t.c.partner_id == partner.id, member_t.c.member_ref == member_ref)
-        )
+        await session.execute(_members_query(partner).where(member_t.c.member_ref == member_ref))
     ).first()
     if row is None:
         return None
-    return MemberAccount(row[0], member_ref, row[1], row[2])
+    return MemberAccount(row[1], member_ref, row[2], row[3])
+
+
+async def find_members(
+    session: AsyncSession, partner: PartnerInfo, member_refs: Iterable[str]
+) -> dict[str, MemberAccount]:
+    """The calling brand's members among ``member_refs``, in one query; unknown refs are left
+    out. The refs are checked first (:func:`check_member_ref`)."""
+    brand_currency(partner)
+    wanted = sorted({check_member_ref(ref) for ref in member_refs})
+    if not wanted:
+        return {}
+    rows = await session.execute(_members_query(partner).where(member_t.c.member_ref.in_(wanted)))
+    return {
+        ref: MemberAccount(member_id, ref, account, issuance)
+        for ref, member_id, account, issuance in rows
+    }
 
 
 async def get_member(session: AsyncSession, partner: PartnerInfo, member_ref: str) -> MemberAccount:
-    _brand(partner)
+    brand_currency(partner)
     check_member_ref(member_ref)
     found = await _find_member(session, partner, member_ref)
     if found is None:
         raise MemberNotFound(member_ref)
     return found
+
+
+def issue_spec(
+    partner: PartnerInfo,
+    member: MemberAccount,
+    points: int,
+    *,
+    reference: str | None = None,
+    idempotency_key: str | None = None,
+    batch_id: uuid.UUID | None = None,
+) -> TransactionSpec:
+    """Earn: credit the member, debit the brand's issuance. No I/O: the member is looked up."""
+    check_points(points)
+    return TransactionSpec(
+        kind="issue",
+        partner_id=partner.id,
+        points=points,
+        reference=reference,
+        idempotency_key=idempotency_key,
+        batch_id=batch_id,
+        legs=(Leg(member.account_id, points), Leg(member.issuance_account_id, -points)),
+        member_refs={member.account_id: member.member_ref},
+    )
+
+
+def redeem_spec(
+    partner: PartnerInfo,
+    member: MemberAccount,
+    points: int,
+    *,
+    reference: str | None = None,
+    idempotency_key: str | None = None,
+    batch_id: uuid.UUID | None = None,
+) -> TransactionSpec:
+    """Burn: debit the member (never below available), credit the brand's issuance."""
+    check_points(points)
+    return TransactionSpec(
+        kind="redeem",
+        partner_id=partner.id,
+        points=points,
+        reference=reference,
+        idempotency_key=idempotency_key,
+        batch_id=batch_id,
+        legs=(Leg(member.account_id, -points), Leg(member.issuance_account_id, points)),
+        member_refs={member.account_id: member.member_ref},
+    )
+
+
+def check_transfer(from_member_ref: object, to_member_ref: object, points: object) -> None:
+    """A transfer's request, before any member is looked up."""
+    check_points(points)
+    check_member_ref(from_member_ref, "from_member_ref")
+    check_member_ref(to_member_ref, "to_member_ref")
+    if from_member_ref == to_member_ref:
+        raise InvalidInput("a transfer needs two different members", field="to_member_ref")
+
+
+def transfer_spec(
+    partner: PartnerInfo,
+    source: MemberAccount,
+    target: MemberAccount,
+    points: int,
+    *,
+    reference: str | None = None,
+    idempotency_key: str | None = None,
+    batch_id: uuid.UUID | None = None,
+) -> TransactionSpec:
+    """Move points between two members of the same brand."""
+    check_transfer(source.member_ref, target.member_ref, points)
+    return TransactionSpec(
+        kind="transfer",
+        partner_id=partner.id,
+        points=points,
+        reference=reference,
+        idempotency_key=idempotency_key,
+        batch_id=batch_id,
+        legs=(Leg(source.account_id, -points), Leg(target.account_id, points)),
+        member_refs={source.account_id: source.member_ref, target.account_id: target.member_ref},
+        details={"from_member_ref": source.member_ref, "to_member_ref": target.member_ref},
+    )
 
 
 async def issue(
@@ -176,18 +282,8 @@ async def issue(
     """Earn: credit the member, debit the brand's issuance."""
     check_points(points)
     member = await get_member(session, partner, member_ref)
-    return await post_transaction(
-        session,
-        TransactionSpec(
-            kind="issue",
-            partner_id=partner.id,
-            points=points,
-            reference=reference,
-            idempotency_key=idempotency_key,
-            legs=(Leg(member.account_id, points), Leg(member.issuance_account_id, -points)),
-            member_refs={member.account_id: member_ref},
-        ),
-    )
+    spec = issue_spec(partner, member, points, reference=reference, idempotency_key=idempotency_key)
+    return await post_transaction(session, spec)
 
 
 async def redeem(
@@ -202,18 +298,10 @@ async def redeem(
     """Burn: debit the member (never below available), credit the brand's issuance."""
     check_points(points)
     member = await get_member(session, partner, member_ref)
-    return await post_transaction(
-        session,
-        TransactionSpec(
-            kind="redeem",
-            partner_id=partner.id,
-            points=points,
-            reference=reference,
-            idempotency_key=idempotency_key,
-            legs=(Leg(member.account_id, -points), Leg(member.issuance_account_id, points)),
-            member_refs={member.account_id: member_ref},
-        ),
+    spec = redeem_spec(
+        partner, member, points, reference=reference, idempotency_key=idempotency_key
     )
+    return await post_transaction(session, spec)
 
 
 async def transfer(
@@ -227,26 +315,13 @@ async def transfer(
     idempotency_key: str | None = None,
 ) -> PostedTransaction:
     """Move points between two members of the same brand."""
-    check_points(points)
-    check_member_ref(from_member_ref, "from_member_ref")
-    check_member_ref(to_member_ref, "to_member_ref")
-    if from_member_ref == to_member_ref:
-        raise InvalidInput("a transfer needs two different members", field="to_member_ref")
+    check_transfer(from_member_ref, to_member_ref, points)
     source = await get_member(session, partner, from_member_ref)
     target = await get_member(session, partner, to_member_ref)
-    return await post_transaction(
-        session,
-        TransactionSpec(
-            kind="transfer",
-            partner_id=partner.id,
-            points=points,
-            reference=reference,
-            idempotency_key=idempotency_key,
-            legs=(Leg(source.account_id, -points), Leg(target.account_id, points)),
-            member_refs={source.account_id: from_member_ref, target.account_id: to_member_ref},
-            details={"from_member_ref": from_member_ref, "to_member_ref": to_member_ref},
-        ),
+    spec = transfer_spec(
+        partner, source, target, points, reference=reference, idempotency_key=idempotency_key
     )
+    return await post_transaction(session, spec)
 
 
 @dataclass(frozen=True)
@@ -534,7 +609,7 @@ async def member_balance(
     session: AsyncSession, partner: PartnerInfo, member_ref: str
 ) -> MemberBalance:
     """Balance, points held by live holds, and what is available, with the account's chain head."""
-    currency = _brand(partner)
+    currency = brand_currency(partner)
     member = await get_member(session, partner, member_ref)
     row = (
         await session.execute(
