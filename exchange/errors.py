@@ -18,6 +18,11 @@ class DomainError(Exception):
         self.detail = detail
         self.extra = extra
 
+    @property
+    def status_code(self) -> int:
+        """The name Litestar's logging looks for when it decides what needs a stack trace."""
+        return self.status
+
 
 class InvalidAmount(DomainError):
     slug = "invalid-amount"

@@ -11,7 +11,6 @@ from litestar.plugins.structlog import StructlogConfig, StructlogPlugin
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from exchange.base import uuid7
-from exchange.errors import DomainError
 from exchange.settings import Settings
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -63,7 +62,7 @@ def structlog_plugin(settings: Settings) -> StructlogPlugin:
                 processors=processors,  # type: ignore[arg-type]
                 log_exceptions="always",
                 # Refusals are answers, not incidents: a line each, no stack trace.
-                disable_stack_trace={400, 401, 403, 404, 405, 409, 413, 422, DomainError},
+                disable_stack_trace={400, 401, 403, 404, 405, 409, 413, 422},
                 logger_factory=structlog.PrintLoggerFactory(),
                 wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
             ),

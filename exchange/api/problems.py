@@ -175,8 +175,7 @@ _PROBLEM_SPECS = {
     ),
     403: _spec("not-a-brand, or operator-only: the caller's kind may not do this"),
     404: _spec(
-        "member-not-found, hold-not-found, transaction-not-found, partner-not-found,"
-        " key-not-found"
+        "member-not-found, hold-not-found, transaction-not-found, partner-not-found, key-not-found"
     ),
     409: _spec("idempotency-in-flight (retry later), hold-not-active"),
     422: _spec(

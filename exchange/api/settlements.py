@@ -192,8 +192,11 @@ class SettlementBatchesController(Controller):
         exchange_keys: NamedDependency[ExchangeKeys],
     ) -> list[dict[str, Any]]:
         # Settlement runs in transactions of its own (under the settlement lock), not in the
-        # request's: a batch is made whole or not at all, whatever happens to this request.
-        engine = db_session.get_bind()
+        # request's: a batch is made whole or not at all, whatever happens to this request, and
+        # a day run twice is the same batch. The request's transaction ends first: on SQLite it
+        # holds the database's write lock, which settlement's transaction needs.
+        await db_session.commit()
+        engine = db_session.bind
         factory = async_sessionmaker(engine, expire_on_commit=False)
         if data.business_date is not None:
             batch = await batches.settle_day(

@@ -190,6 +190,10 @@ async def test_only_the_operator_runs_reads_and_pays_batches(
     )
     assert not_due.status_code == 409
     assert problem_type(not_due) == "settlement-not-due"
+    # Every day that is due: none yet on the real clock, today's being settled ahead.
+    due = await api.post("/v1/settlement-batches", {}, as_=partners.operator)
+    assert due.status_code == 201, due.text
+    assert due.json() == []
 
     paid = await api.post(f"/v1/settlement-batches/{day}/payment", {}, as_=partners.operator)
     assert paid.status_code == 201, paid.text

@@ -16,8 +16,8 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +48,8 @@ __all__ = ["live_server"]  # the fixture, imported for pytest
 
 PROBLEMS = "https://exchange.example/problems/"
 FLAVOURS = ["sync", "async"]
+ODD_KEY = 'order "7" \\ retry'
+"""An Idempotency-Key that must be escaped as a Structured Field string."""
 
 Hook = Callable[[int, httpx.Request, httpx.Response], httpx.Response]
 
@@ -109,8 +111,13 @@ class Wire(httpx.BaseTransport, httpx.AsyncBaseTransport):
         return [(q, r) for q, r in self.exchanges if (q.method, q.url.path) == (method, path)]
 
 
-def answer(response: httpx.Response, *, status: int | None = None, body: bytes | None = None,
-           headers: dict[str, str] | None = None) -> httpx.Response:  # fmt: skip
+def answer(
+    response: httpx.Response,
+    *,
+    status: int | None = None,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
     """A copy of ``response`` with another status, body or headers (Content-Length kept true)."""
     content = response.content if body is None else body
     fields = {k: v for k, v in response.headers.items() if k != "content-length"}
@@ -195,18 +202,22 @@ async def sky(live_server: LiveServer, operator: Key) -> Brand:
     )
     wire = Wire()
     async with AsyncExchangeClient(
-        live_server.base_url, key_id=operator.key_id, alg="ed25519",
-        key=operator.material, transport=wire,
-    ) as client:  # fmt: skip
+        live_server.base_url,
+        key_id=operator.key_id,
+        alg="ed25519",
+        key=operator.material,
+        transport=wire,
+    ) as client:
         created = await client.request(
             "POST", "/v1/partners", json={"kind": "brand", "name": "Sky Air", "currency": "SKY"}
         )
         assert created.status_code == 201, created.text
         partner_id = created.json()["id"]
         ed = await client.request(
-            "POST", f"/v1/partners/{partner_id}/keys",
+            "POST",
+            f"/v1/partners/{partner_id}/keys",
             json={"alg": "ed25519", "public_key": pem.decode()},
-        )  # fmt: skip
+        )
         hm = await client.request(
             "POST", f"/v1/partners/{partner_id}/keys", json={"alg": "hmac-sha256"}
         )
@@ -221,22 +232,23 @@ async def sky(live_server: LiveServer, operator: Key) -> Brand:
     )
 
 
-@contextmanager
-def sdk_for(flavour: str, server: LiveServer, key: Key, wire: Wire | None = None,
-            **kw: Any) -> Iterator[Sdk]:  # fmt: skip
+@asynccontextmanager
+async def sdk_for(
+    flavour: str, server: LiveServer, key: Key, wire: Wire | None = None, **kw: Any
+) -> AsyncIterator[Sdk]:
     sdk = Sdk(flavour, server, key, wire or Wire(), **kw)
     try:
         yield sdk
     finally:
-        if isinstance(sdk.client, ExchangeClient):
-            sdk.client.close()
-        # the async client is closed by the test (it needs the event loop)
+        await sdk.close()
 
 
 # --------------------------------------------------------------------------- checks
 
 
-async def ledger(sessions: async_sessionmaker[AsyncSession], key: str | None = None) -> tuple[int, int]:  # fmt: skip  # noqa: E501
+async def ledger(
+    sessions: async_sessionmaker[AsyncSession], key: str | None = None
+) -> tuple[int, int]:
     """(transactions, postings) in the ledger, or those of the transactions made with ``key``."""
     async with sessions() as session:
         transactions = select(LedgerTransaction.id)
@@ -244,7 +256,9 @@ async def ledger(sessions: async_sessionmaker[AsyncSession], key: str | None = N
             transactions = transactions.where(LedgerTransaction.idempotency_key == key)
         count = await session.scalar(select(func.count()).select_from(transactions.subquery()))
         postings = await session.scalar(
-            select(func.count()).select_from(Posting).where(Posting.transaction_id.in_(transactions))
+            select(func.count())
+            .select_from(Posting)
+            .where(Posting.transaction_id.in_(transactions))
         )
     return int(count or 0), int(postings or 0)
 
@@ -264,13 +278,16 @@ def assert_all_signed(server: LiveServer, wire: Wire, key: Key) -> None:
         assert {"@method", "@path"} <= set(signature.components)
         assert ("content-digest" in signature.components) == bool(request.content)
         assert ("idempotency-key" in request.headers) == (request.method == "POST")
-        assert verify_response(
-            status=response.status_code,
-            headers=response.headers,
-            body=response.content,
-            public_keys=server.exchange_keys,
-            max_age=60,
-        ) in server.exchange_keys
+        assert (
+            verify_response(
+                status=response.status_code,
+                headers=response.headers,
+                body=response.content,
+                public_keys=server.exchange_keys,
+                max_age=60,
+            )
+            in server.exchange_keys
+        )
 
 
 def receipt_verifies(server: LiveServer, body: dict[str, Any]) -> bool:
@@ -293,64 +310,66 @@ async def test_worked_example(
     """Enrol, issue 1 000, redeem 300, transfer 200, hold 100 and capture 60, hold 50 and void
     it, reverse 100 of the issue: Alice 340, Bob 200, eight transactions, ten postings."""
     key = sky.key(alg)
-    with sdk_for(flavour, live_server, key) as sdk:
-        try:
-            me = await sdk("me")
-            assert me == {"id": sky.partner_id, "kind": "brand", "name": "Sky Air",
-                          "currency": "SKY", "min_donation_points": None}  # fmt: skip
-            assert await sdk("enrol", "alice") == {"member_ref": "alice", "currency": "SKY"}
-            assert await sdk("enrol", "alice") == {"member_ref": "alice", "currency": "SKY"}
-            assert await sdk("enrol", "bob") == {"member_ref": "bob", "currency": "SKY"}
-            statuses = [r.status_code for _, r in sdk.wire.calls("POST", "/v1/members")]
-            assert statuses == [201, 200, 201]
+    async with sdk_for(flavour, live_server, key) as sdk:
+        me = await sdk("me")
+        assert me == {
+            "id": sky.partner_id,
+            "kind": "brand",
+            "name": "Sky Air",
+            "currency": "SKY",
+            "min_donation_points": None,
+        }
+        assert await sdk("enrol", "alice") == {"member_ref": "alice", "currency": "SKY"}
+        assert await sdk("enrol", "alice") == {"member_ref": "alice", "currency": "SKY"}
+        assert await sdk("enrol", "bob") == {"member_ref": "bob", "currency": "SKY"}
+        statuses = [r.status_code for _, r in sdk.wire.calls("POST", "/v1/members")]
+        assert statuses == [201, 200, 201]
 
-            issued = await sdk("issue", "alice", 1000, reference="flight LH1")
-            assert balances(issued) == {"alice": (1000, 0, 1000)}
-            assert issued["transaction"]["kind"] == "issue"
-            assert issued["transaction"]["partner"] == sky.partner_id
-            assert issued["transaction"]["reference"] == "flight LH1"
-            assert receipt_verifies(live_server, issued)
+        issued = await sdk("issue", "alice", 1000, reference="flight LH1")
+        assert balances(issued) == {"alice": (1000, 0, 1000)}
+        assert issued["transaction"]["kind"] == "issue"
+        assert issued["transaction"]["partner"] == sky.partner_id
+        assert issued["transaction"]["reference"] == "flight LH1"
+        assert receipt_verifies(live_server, issued)
 
-            redeemed = await sdk("redeem", "alice", 300)
-            assert balances(redeemed) == {"alice": (700, 0, 700)}
-            moved = await sdk("transfer", "alice", "bob", 200)
-            assert balances(moved) == {"alice": (500, 0, 500), "bob": (200, 0, 200)}
+        redeemed = await sdk("redeem", "alice", 300)
+        assert balances(redeemed) == {"alice": (700, 0, 700)}
+        moved = await sdk("transfer", "alice", "bob", 200)
+        assert balances(moved) == {"alice": (500, 0, 500), "bob": (200, 0, 200)}
 
-            held = await sdk("hold", "alice", 100)
-            assert held["hold"]["status"] == "active"
-            assert balances(held) == {"alice": (500, 100, 400)}
-            captured = await sdk("capture", held["hold"]["id"], 60)
-            assert (captured["hold"]["status"], captured["hold"]["captured"]) == ("captured", 60)
-            assert balances(captured) == {"alice": (440, 0, 440)}
+        held = await sdk("hold", "alice", 100)
+        assert held["hold"]["status"] == "active"
+        assert balances(held) == {"alice": (500, 100, 400)}
+        captured = await sdk("capture", held["hold"]["id"], 60)
+        assert (captured["hold"]["status"], captured["hold"]["captured"]) == ("captured", 60)
+        assert balances(captured) == {"alice": (440, 0, 440)}
 
-            second = await sdk("hold", "alice", 50, expires_in=600)
-            assert balances(second) == {"alice": (440, 50, 390)}
-            voided = await sdk("void", second["hold"]["id"])
-            assert voided["hold"]["status"] == "voided"
-            assert balances(voided) == {"alice": (440, 0, 440)}
+        second = await sdk("hold", "alice", 50, expires_in=600)
+        assert balances(second) == {"alice": (440, 50, 390)}
+        voided = await sdk("void", second["hold"]["id"])
+        assert voided["hold"]["status"] == "voided"
+        assert balances(voided) == {"alice": (440, 0, 440)}
 
-            issue_id = issued["transaction"]["id"]
-            reversal = await sdk("reverse", issue_id, 100)
-            assert reversal["transaction"]["reverses"] == issue_id
-            assert balances(reversal) == {"alice": (340, 0, 340)}
+        issue_id = issued["transaction"]["id"]
+        reversal = await sdk("reverse", issue_id, 100)
+        assert reversal["transaction"]["reverses"] == issue_id
+        assert balances(reversal) == {"alice": (340, 0, 340)}
 
-            alice = await sdk("member", "alice")
-            assert (alice["balance"], alice["held"], alice["available"]) == (340, 0, 340)
-            assert (alice["head"]["balance"], alice["head"]["seq"]) == (340, 5)
-            bob = await sdk("member", "bob")
-            assert (bob["balance"], bob["held"], bob["available"]) == (200, 0, 200)
+        alice = await sdk("member", "alice")
+        assert (alice["balance"], alice["held"], alice["available"]) == (340, 0, 340)
+        assert (alice["head"]["balance"], alice["head"]["seq"]) == (340, 5)
+        bob = await sdk("member", "bob")
+        assert (bob["balance"], bob["held"], bob["available"]) == (200, 0, 200)
 
-            page = await sdk("history", "alice", limit=3)
-            assert [i["amount"] for i in page["items"]] == [-100, -60, -200]
-            rest = await sdk("history", "alice", limit=3, cursor=page["next_cursor"])
-            assert [i["amount"] for i in rest["items"]] == [-300, 1000]
-            assert rest["next_cursor"] is None
+        page = await sdk("history", "alice", limit=3)
+        assert [i["amount"] for i in page["items"]] == [-100, -60, -200]
+        rest = await sdk("history", "alice", limit=3, cursor=page["next_cursor"])
+        assert [i["amount"] for i in rest["items"]] == [-300, 1000]
+        assert rest["next_cursor"] is None
 
-            shown = await sdk("transaction", issue_id)
-            assert shown["transaction"] == issued["transaction"]
-            assert receipt_verifies(live_server, shown)
-        finally:
-            await sdk.close()
+        shown = await sdk("transaction", issue_id)
+        assert shown["transaction"] == issued["transaction"]
+        assert receipt_verifies(live_server, shown)
 
     # issue, redeem, transfer, hold, capture, hold, void, reverse; holds and voids post nothing
     assert await ledger(sessions) == (8, 10)
@@ -381,16 +400,27 @@ def sign_as_mallory(response: httpx.Response) -> httpx.Response:
     like one of the exchange's)."""
     body = response.content.replace(b'"balance":1000', b'"balance":9000')
     signature = sign_response(
-        status=response.status_code, headers={}, body=body,
-        key_id="exchange-0000000000000000", key=MALLORY, created=int(time.time()),
-    )  # fmt: skip
-    return answer(response, body=body, headers={k.lower(): v for k, v in signature.items()})
+        status=response.status_code,
+        headers={},
+        body=body,
+        key_id="exchange-0000000000000000",
+        key=MALLORY,
+        created=int(time.time()),
+    )
+    forged = answer(response, body=body, headers={k.lower(): v for k, v in signature.items()})
+    # a well-formed signature, only not by the exchange
+    mallory = {"exchange-0000000000000000": MALLORY.public_key()}
+    verify_response(
+        status=forged.status_code, headers=forged.headers, body=body, public_keys=mallory
+    )
+    return forged
 
 
 def strip_signature(response: httpx.Response) -> httpx.Response:
     fields = {k: v for k, v in response.headers.items() if not k.startswith("signature")}
-    return httpx.Response(response.status_code, headers=fields, content=response.content,
-                          request=response.request)  # fmt: skip
+    return httpx.Response(
+        response.status_code, headers=fields, content=response.content, request=response.request
+    )
 
 
 TAMPERS = {
@@ -409,33 +439,24 @@ async def test_altered_answers_are_refused(
     signature of its own, no signature), the client raises ResponseSignatureInvalid instead of
     returning it; refusals (problems) included. The server did commit the issuance: a clean
     retry with the same Idempotency-Key gets the true answer, and nothing twice."""
-    with sdk_for(flavour, live_server, sky.ed25519) as clean:
-        try:
-            await clean("enrol", "alice")
-        finally:
-            await clean.close()
+    async with sdk_for(flavour, live_server, sky.ed25519) as clean:
+        await clean("enrol", "alice")
     for name, tamper in TAMPERS.items():
         wire = Wire(lambda n, q, r, tamper=tamper: tamper(r))
-        with sdk_for(flavour, live_server, sky.ed25519, wire) as sdk:
-            try:
-                key = f"issue-{name}"
-                with pytest.raises(ResponseSignatureInvalid):
-                    await sdk("issue", "alice", 1000, idempotency_key=key)
-                with pytest.raises(ResponseSignatureInvalid):
-                    await sdk("member", "alice")
-                with pytest.raises(ResponseSignatureInvalid):  # a 422 problem, altered
-                    await sdk("redeem", "alice", 10**12)
-                with pytest.raises(ResponseSignatureInvalid):  # a 404 problem, altered
-                    await sdk("member", "nobody")
-            finally:
-                await sdk.close()
+        async with sdk_for(flavour, live_server, sky.ed25519, wire) as sdk:
+            key = f"issue-{name}"
+            with pytest.raises(ResponseSignatureInvalid):
+                await sdk("issue", "alice", 1000, idempotency_key=key)
+            with pytest.raises(ResponseSignatureInvalid):
+                await sdk("member", "alice")
+            with pytest.raises(ResponseSignatureInvalid):  # a 422 problem, altered
+                await sdk("redeem", "alice", 10**12)
+            with pytest.raises(ResponseSignatureInvalid):  # a 404 problem, altered
+                await sdk("member", "nobody")
         # the client did not retry an answer it could not trust: one attempt each
         assert [r.status_code for _, r in wire.exchanges] == [201, 200, 422, 404], name
-        with sdk_for(flavour, live_server, sky.ed25519) as clean:
-            try:
-                replayed = await clean("issue", "alice", 1000, idempotency_key=key)
-            finally:
-                await clean.close()
+        async with sdk_for(flavour, live_server, sky.ed25519) as clean:
+            replayed = await clean("issue", "alice", 1000, idempotency_key=key)
         [(_, first)] = wire.calls("POST", "/v1/issuances")
         assert json.loads(first.content) == replayed, name
         assert await ledger(sessions, key) == (1, 2), name
@@ -444,11 +465,8 @@ async def test_altered_answers_are_refused(
 
 
 async def _member(flavour: str, server: LiveServer, brand: Brand, ref: str) -> Any:
-    with sdk_for(flavour, server, brand.hmac) as sdk:
-        try:
-            return await sdk("member", ref)
-        finally:
-            await sdk.close()
+    async with sdk_for(flavour, server, brand.hmac) as sdk:
+        return await sdk("member", ref)
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS)
@@ -459,19 +477,18 @@ async def test_a_lost_answer_is_retried_with_the_same_key(
     answer (ReadError). The client asks again with the same Idempotency-Key, freshly signed:
     the exchange replays the first answer byte for byte and posts nothing more."""
 
-    def lose_first_issuance(n: int, request: httpx.Request, response: httpx.Response) -> httpx.Response:  # fmt: skip  # noqa: E501
+    def lose_first_issuance(
+        n: int, request: httpx.Request, response: httpx.Response
+    ) -> httpx.Response:
         if request.url.path == "/v1/issuances" and len(wire.calls("POST", "/v1/issuances")) == 1:
             raise httpx.ReadError("connection reset by peer", request=request)
         return response
 
     wire = Wire(lose_first_issuance)
-    with sdk_for(flavour, live_server, sky.hmac, wire) as sdk:
-        try:
-            await sdk("enrol", "alice")
-            body = await sdk("issue", "alice", 1000)
-            again = await sdk("member", "alice")
-        finally:
-            await sdk.close()
+    async with sdk_for(flavour, live_server, sky.hmac, wire) as sdk:
+        await sdk("enrol", "alice")
+        body = await sdk("issue", "alice", 1000)
+        again = await sdk("member", "alice")
 
     [(first_q, first_r), (retry_q, retry_r)] = wire.calls("POST", "/v1/issuances")
     assert (first_r.status_code, retry_r.status_code) == (201, 201)
@@ -480,8 +497,9 @@ async def test_a_lost_answer_is_retried_with_the_same_key(
     assert retry_q.headers["idempotency-key"] == first_q.headers["idempotency-key"]
     assert retry_q.content == first_q.content
     assert retry_q.headers["signature"] != first_q.headers["signature"]  # a fresh nonce
-    assert parse_signatures(retry_q.headers)[0].params["nonce"] != (
-        parse_signatures(first_q.headers)[0].params["nonce"]
+    assert (
+        parse_signatures(retry_q.headers)[0].params["nonce"]
+        != (parse_signatures(first_q.headers)[0].params["nonce"])
     )
     assert retry_r.content == first_r.content
     assert body == json.loads(first_r.content)
@@ -512,22 +530,16 @@ async def test_a_gateway_error_is_retried_and_then_reported(
         return gateway
 
     wire = Wire(gateway=down(2))
-    with sdk_for(flavour, live_server, sky.ed25519, wire) as sdk:
-        try:
-            await sdk("enrol", "alice")
-        finally:
-            await sdk.close()
+    async with sdk_for(flavour, live_server, sky.ed25519, wire) as sdk:
+        await sdk("enrol", "alice")
     attempts = wire.calls("POST", "/v1/members")
     assert [r.status_code for _, r in attempts] == [503, 503, 201]
     assert len({q.headers["idempotency-key"] for q, _ in attempts}) == 1
 
     wire = Wire(gateway=down(100))
-    with sdk_for(flavour, live_server, sky.ed25519, wire, retries=2) as sdk:
-        try:
-            with pytest.raises(ResponseSignatureInvalid):
-                await sdk("issue", "alice", 5)
-        finally:
-            await sdk.close()
+    async with sdk_for(flavour, live_server, sky.ed25519, wire, retries=2) as sdk:
+        with pytest.raises(ResponseSignatureInvalid):
+            await sdk("issue", "alice", 5)
     assert len(wire.exchanges) == 3
     assert await ledger(sessions) == (0, 0)
 
@@ -602,12 +614,9 @@ async def test_a_409_in_flight_is_retried(
             return response
 
         wire = Wire(hook)
-        with sdk_for(flavour, live_server, sky.ed25519, wire) as sdk:
-            try:
-                await sdk("enrol", "alice")
-                body = await sdk("issue", "alice", 700, idempotency_key=key)
-            finally:
-                await sdk.close()
+        async with sdk_for(flavour, live_server, sky.ed25519, wire) as sdk:
+            await sdk("enrol", "alice")
+            body = await sdk("issue", "alice", 700, idempotency_key=key)
     assert seen == [409, 201]
     [(_, refused), _] = wire.calls("POST", "/v1/issuances")
     assert refused.json()["type"] == PROBLEMS + "idempotency-in-flight"
@@ -627,39 +636,33 @@ async def test_refusals_are_problem_errors(
     """A refusal raises ProblemError with the status and the RFC 9457 body, type included; it is
     asked once (only a 409 in flight is worth asking again) and posts nothing."""
     wire = Wire()
-    with sdk_for(flavour, live_server, sky.hmac, wire) as sdk:
-        try:
-            await sdk("enrol", "alice")
-            await sdk("issue", "alice", 10)
-            hold = await sdk("hold", "alice", 4)
-            await sdk("void", hold["hold"]["id"])
-            before = await ledger(sessions)
+    async with sdk_for(flavour, live_server, sky.hmac, wire) as sdk:
+        await sdk("enrol", "alice")
+        await sdk("issue", "alice", 10)
+        hold = await sdk("hold", "alice", 4)
+        await sdk("void", hold["hold"]["id"])
+        before = await ledger(sessions)
 
-            async def refused(operation: str, *args: Any, **kw: Any) -> ProblemError:
-                with pytest.raises(ProblemError) as caught:
-                    await sdk(operation, *args, **kw)
-                return caught.value
-
-            short = await refused("redeem", "alice", 11)
-            assert (short.status, short.type) == (422, PROBLEMS + "insufficient-points")
-            assert (short.problem["available"], short.problem["requested"]) == (10, 11)
-            missing = await refused("member", "nobody")
-            assert (missing.status, missing.type) == (404, PROBLEMS + "member-not-found")
-            again = await refused("void", hold["hold"]["id"])
-            assert (again.status, again.type) == (409, PROBLEMS + "hold-not-active")
-            zero = await refused("issue", "alice", 0)
-            assert (zero.status, zero.type) == (422, PROBLEMS + "invalid-amount")
-            await sdk("redeem", "alice", 1, idempotency_key="same-key")
-            conflict = await refused("redeem", "alice", 2, idempotency_key="same-key")
-            assert (conflict.status, conflict.type) == (422, PROBLEMS + "idempotency-conflict")
-        finally:
-            await sdk.close()
-    with sdk_for(flavour, live_server, operator) as as_operator:
-        try:
+        async def refused(operation: str, *args: Any, **kw: Any) -> ProblemError:
             with pytest.raises(ProblemError) as caught:
-                await as_operator("enrol", "alice")
-        finally:
-            await as_operator.close()
+                await sdk(operation, *args, **kw)
+            return caught.value
+
+        short = await refused("redeem", "alice", 11)
+        assert (short.status, short.type) == (422, PROBLEMS + "insufficient-points")
+        assert (short.problem["available"], short.problem["requested"]) == (10, 11)
+        missing = await refused("member", "nobody")
+        assert (missing.status, missing.type) == (404, PROBLEMS + "member-not-found")
+        again = await refused("void", hold["hold"]["id"])
+        assert (again.status, again.type) == (409, PROBLEMS + "hold-not-active")
+        zero = await refused("issue", "alice", 0)
+        assert (zero.status, zero.type) == (422, PROBLEMS + "invalid-amount")
+        await sdk("redeem", "alice", 1, idempotency_key=ODD_KEY)
+        conflict = await refused("redeem", "alice", 2, idempotency_key=ODD_KEY)
+        assert (conflict.status, conflict.type) == (422, PROBLEMS + "idempotency-conflict")
+    async with sdk_for(flavour, live_server, operator) as as_operator:
+        with pytest.raises(ProblemError) as caught:
+            await as_operator("enrol", "alice")
     assert (caught.value.status, caught.value.type) == (403, PROBLEMS + "not-a-brand")
     assert await ledger(sessions) == (before[0] + 1, before[1] + 2)  # the one redeem of 1
     voids = wire.calls("POST", f"/v1/holds/{hold['hold']['id']}/void")

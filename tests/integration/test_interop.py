@@ -41,7 +41,8 @@ B26_INPUT = (
     ';created=1618884473;keyid="test-key-ed25519"'
 )
 B26_SIGNATURE = (
-    "sig-b26=:wqcAqbmYJ2ji2glfAMaRy4gruYYnx2nEFN2HN6jrnDnQCK1u02Gb04v9EDgwUPiu4A0w6vuQv5lIp5WPpBKRCw==:"
+    "sig-b26=:wqcAqbmYJ2ji2glfAMaRy4gruYYnx2nEFN2HN6jrnDnQCK1u02Gb04v9"
+    "EDgwUPiu4A0w6vuQv5lIp5WPpBKRCw==:"
 )
 
 
@@ -58,7 +59,9 @@ def package_sign(
     nonce: str | None = None,
 ) -> None:
     """Sign ``request`` in place with the package, as a partner using it would for our API."""
-    algorithm = hms.algorithms.ED25519 if isinstance(key, Ed25519PrivateKey) else hms.algorithms.HMAC_SHA256
+    algorithm = (
+        hms.algorithms.ED25519 if isinstance(key, Ed25519PrivateKey) else hms.algorithms.HMAC_SHA256
+    )
     signer = hms.HTTPMessageSigner(
         signature_algorithm=algorithm,
         key_resolver=hms.MappingKeyResolver(public_keys={}, private_keys={key_id: key}),
@@ -77,9 +80,16 @@ def package_sign(
 
 
 def send(
-    server: LiveServer, method: str, path: str, key_id: str, key: Ed25519PrivateKey | bytes,
-    *, json: Any = None, params: dict[str, Any] | None = None, **sign: Any,
-) -> httpx.Response:  # fmt: skip
+    server: LiveServer,
+    method: str,
+    path: str,
+    key_id: str,
+    key: Ed25519PrivateKey | bytes,
+    *,
+    json: Any = None,
+    params: dict[str, Any] | None = None,
+    **sign: Any,
+) -> httpx.Response:
     headers = {"Idempotency-Key": secrets.token_hex(8)} if method == "POST" else {}
     with httpx.Client(base_url=server.base_url, timeout=10) as client:
         request = client.build_request(method, path, json=json, params=params, headers=headers)
@@ -117,26 +127,41 @@ async def test_requests_signed_by_the_package_are_accepted(
 ) -> None:
     ed = await register_key(sessions, live_server.master_key, sky)
     mac = await register_key(sessions, live_server.master_key, sky, "hmac-sha256")
-    enrolled = send(live_server, "POST", "/v1/members", ed.key_id, ed.key, json={"member_ref": "alice"})
+    enrolled = send(
+        live_server, "POST", "/v1/members", ed.key_id, ed.key, json={"member_ref": "alice"}
+    )
     assert enrolled.status_code == 201, enrolled.text
     [request_signature] = enrolled.request.headers["signature-input"].split(", ")
     assert request_signature.startswith('partner=("@method" "@path" "content-digest");created=')
     assert f';keyid="{ed.key_id}";alg="ed25519";nonce="' in request_signature
 
-    issued = send(live_server, "POST", "/v1/issuances", ed.key_id, ed.key,
-                  json={"member_ref": "alice", "points": 250})  # fmt: skip
+    issued = send(
+        live_server,
+        "POST",
+        "/v1/issuances",
+        ed.key_id,
+        ed.key,
+        json={"member_ref": "alice", "points": 250},
+    )
     assert issued.status_code == 201, issued.text
     assert issued.json()["balances"][0]["balance"] == 250
     assert await ledger_size(sessions) == (1, 2)
 
-    redeemed = send(live_server, "POST", "/v1/redemptions", mac.key_id, mac.key,
-                    json={"member_ref": "alice", "points": 50})  # fmt: skip
+    redeemed = send(
+        live_server,
+        "POST",
+        "/v1/redemptions",
+        mac.key_id,
+        mac.key,
+        json={"member_ref": "alice", "points": 50},
+    )
     assert redeemed.status_code == 201, redeemed.text
     assert redeemed.json()["balances"][0]["balance"] == 200
     assert await ledger_size(sessions) == (2, 4)
 
-    page = send(live_server, "GET", "/v1/members/alice/transactions", ed.key_id, ed.key,
-                params={"limit": 1})  # fmt: skip
+    page = send(
+        live_server, "GET", "/v1/members/alice/transactions", ed.key_id, ed.key, params={"limit": 1}
+    )
     assert page.status_code == 200, page.text
     assert '"@query"' in page.request.headers["signature-input"]
     assert [item["amount"] for item in page.json()["items"]] == [-50]
@@ -156,11 +181,22 @@ async def test_what_the_package_signs_differently_is_refused(
     but not our policy: the same 401 as any other failure, and nothing posted. A nonce the
     package is told to use twice is a replay."""
     ed = await register_key(sessions, live_server.master_key, sky)
-    assert send(live_server, "POST", "/v1/members", ed.key_id, ed.key,
-                json={"member_ref": "alice"}).status_code == 201  # fmt: skip
+    assert (
+        send(
+            live_server, "POST", "/v1/members", ed.key_id, ed.key, json={"member_ref": "alice"}
+        ).status_code
+        == 201
+    )
     issue = {"member_ref": "alice", "points": 5}
-    defaults = send(live_server, "POST", "/v1/issuances", ed.key_id, ed.key, json=issue,
-                    components=["@method", "@authority", "@target-uri"])  # fmt: skip
+    defaults = send(
+        live_server,
+        "POST",
+        "/v1/issuances",
+        ed.key_id,
+        ed.key,
+        json=issue,
+        components=["@method", "@authority", "@target-uri"],
+    )
     assert defaults.status_code == 401
     assert defaults.json()["type"] == PROBLEMS + "signature-invalid"
     first = send(live_server, "POST", "/v1/issuances", ed.key_id, ed.key, json=issue, nonce="n-1")
@@ -197,7 +233,9 @@ async def test_the_rfc_9421_b26_key_as_a_brand_key(
     components = ["date", "@method", "@path", "@authority", "content-type", "content-length"]
     hms.HTTPMessageSigner(
         signature_algorithm=hms.algorithms.ED25519,
-        key_resolver=hms.MappingKeyResolver(public_keys={}, private_keys={"test-key-ed25519": private}),
+        key_resolver=hms.MappingKeyResolver(
+            public_keys={}, private_keys={"test-key-ed25519": private}
+        ),
     ).sign(
         vector,
         key_id="test-key-ed25519",
@@ -223,15 +261,30 @@ async def test_the_rfc_9421_b26_key_as_a_brand_key(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     async with sessions() as session, session.begin():
-        new = await add_key(session, partner_id=sky.id, alg="ed25519",
-                            master_key=live_server.master_key, public_key_pem=pem)  # fmt: skip
+        new = await add_key(
+            session,
+            partner_id=sky.id,
+            alg="ed25519",
+            master_key=live_server.master_key,
+            public_key_pem=pem,
+        )
     me = send(live_server, "GET", "/v1/partners/me", new.key_id, private)
     assert me.status_code == 200, me.text
     assert (me.json()["id"], me.json()["currency"]) == (str(sky.id), "SKY")
-    assert send(live_server, "POST", "/v1/members", new.key_id, private,
-                json={"member_ref": "rfc"}).status_code == 201  # fmt: skip
-    issued = send(live_server, "POST", "/v1/issuances", new.key_id, private,
-                  json={"member_ref": "rfc", "points": 9421})  # fmt: skip
+    assert (
+        send(
+            live_server, "POST", "/v1/members", new.key_id, private, json={"member_ref": "rfc"}
+        ).status_code
+        == 201
+    )
+    issued = send(
+        live_server,
+        "POST",
+        "/v1/issuances",
+        new.key_id,
+        private,
+        json={"member_ref": "rfc", "points": 9421},
+    )
     assert issued.status_code == 201, issued.text
     assert issued.json()["balances"] == [
         {"member_ref": "rfc", "balance": 9421, "held": 0, "available": 9421}
@@ -261,11 +314,13 @@ async def test_the_package_verifies_our_answers(
 
     body = bytearray(created.content)
     body[body.index(b"a")] = ord(b"b")
-    altered_body = httpx.Response(201, headers=created.headers, content=bytes(body),
-                                  request=created.request)  # fmt: skip
+    altered_body = httpx.Response(
+        201, headers=created.headers, content=bytes(body), request=created.request
+    )
     with pytest.raises(hms.InvalidSignature):
         package_verifies(live_server, altered_body)
-    altered_status = httpx.Response(200, headers=created.headers, content=created.content,
-                                    request=created.request)  # fmt: skip
+    altered_status = httpx.Response(
+        200, headers=created.headers, content=created.content, request=created.request
+    )
     with pytest.raises(hms.InvalidSignature):
         package_verifies(live_server, altered_status)

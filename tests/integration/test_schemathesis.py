@@ -3,8 +3,9 @@
 The schema is the one the running server publishes (``/docs/openapi.json``); every operation in
 it is exercised with positive and negative cases. Each request is signed at the last moment
 (a ``requests`` auth hook over the prepared request, so the signature covers the exact bytes
-sent) with ``partners.httpsig.sign_request``, by the brand or by the operator (drawn per case,
-so operator-only routes are reached both ways), and each POST gets a fresh Idempotency-Key. Some
+sent) with ``partners.httpsig.sign_request``, in turn by the brand's ed25519 key, its HMAC key
+and the operator's key (so operator-only routes are reached both ways), and each POST gets a
+fresh Idempotency-Key. Some
 cases have member refs and ids replaced by ones that exist (a member with points, a hold, a
 transaction, a partner), so that answers other than 404 are checked too.
 
@@ -14,8 +15,11 @@ documented (``status_code_conformance``), its content type is the documented one
 (``response_schema_conformance``). Every failure of every operation is collected, then reported
 together (no shrinking: a failing case is reported as generated, with a curl command).
 
-Runs on both databases; the work is bounded (``MAX_EXAMPLES`` per operation and mode, no
-deadline, derandomised so a run is repeatable) to stay within a few seconds per database.
+Runs on both databases: positive and negative cases on SQLite, positive ones on PostgreSQL
+(negative cases are refused while the request is decoded and validated, before the database
+matters; what differs between the databases is on the paths that post). The work is bounded
+(``MAX_EXAMPLES`` per operation and mode, no deadline, derandomised so a run is repeatable) to
+about 10-15 s per database on an idle machine.
 """
 
 from __future__ import annotations
@@ -114,7 +118,10 @@ class Finding:
 async def seed(server: LiveServer, brand: Credentials, operator: Credentials) -> Known:
     """A member with points, a hold and a transaction of the brand; another enrolled member."""
     async with AsyncExchangeClient(
-        server.base_url, key_id=brand.key_id, alg=brand.alg, key=brand.key  # type: ignore[arg-type]
+        server.base_url,
+        key_id=brand.key_id,
+        alg=brand.alg,
+        key=brand.key,  # type: ignore[arg-type]
     ) as client:
         for ref in ("alice", "bob"):
             await client.enrol(ref)
@@ -147,9 +154,10 @@ def exercise(
     signers: list[Credentials],
     known: Known,
     findings: dict[tuple[str, tuple[str, ...]], Finding],
-) -> int:
-    """Run one operation in one generation mode; returns how many cases were sent."""
-    sent = 0
+) -> tuple[int, int]:
+    """Run one operation in one generation mode; returns how many cases were sent and how
+    many of them were answered 2xx."""
+    sent = succeeded = 0
 
     @hypothesis.given(case=operation.as_strategy(generation_mode=mode), data=st.data())
     @hypothesis.settings(
@@ -161,8 +169,8 @@ def exercise(
         suppress_health_check=list(HealthCheck),
     )
     def run(case: Any, data: st.DataObject) -> None:
-        nonlocal sent
-        auth.signer = data.draw(st.sampled_from(signers), label="signer")
+        nonlocal sent, succeeded
+        auth.signer = signers[sent % len(signers)]  # in turn: each signs a third of the cases
         for name, values in known.path.items():
             if name in (case.path_parameters or {}) and data.draw(st.booleans(), label=name):
                 case.path_parameters[name] = data.draw(st.sampled_from(values))
@@ -172,6 +180,7 @@ def exercise(
                     case.body[name] = data.draw(st.sampled_from(values))
         response = case.call(base_url=base_url, session=session)
         sent += 1
+        succeeded += 200 <= response.status_code < 300
         try:
             case.validate_response(response, checks=CHECKS)
         except FailureGroup as group:
@@ -188,14 +197,16 @@ def exercise(
         # Nothing about the operation can be invalid (no parameters, no body): no negative case.
         if mode is not schemathesis.GenerationMode.NEGATIVE:
             raise
-    return sent
+    return sent, succeeded
 
 
 @pytest.fixture
 async def signers(
-    live_server: LiveServer, settings: Settings, sessions: async_sessionmaker[AsyncSession],
+    live_server: LiveServer,
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
     sky: PartnerInfo,
-) -> list[Credentials]:  # fmt: skip
+) -> list[Credentials]:
     operator = await make_partner(sessions, settings, "operator", "Coalition operator")
     return [
         await register_key(sessions, live_server.master_key, sky),
@@ -205,33 +216,51 @@ async def signers(
 
 
 async def test_every_operation_conforms_to_the_published_schema(
-    live_server: LiveServer, signers: list[Credentials]
+    live_server: LiveServer, signers: list[Credentials], db_kind: str
 ) -> None:
     known = await seed(live_server, signers[0], signers[2])
     schema = schemathesis.openapi.from_url(f"{live_server.base_url}/docs/openapi.json")
     findings: dict[tuple[str, tuple[str, ...]], Finding] = {}
     auth = SignEachRequest()
-    counts: dict[str, int] = {}
+    counts: dict[str, tuple[int, int]] = {}
     with requests.Session() as session:
         session.auth = auth
         for operation in operations(schema):
-            for mode in MODES:
+            for mode in MODES if db_kind == "sqlite" else MODES[:1]:
                 counts[f"{operation.label} {mode.value}"] = exercise(
-                    operation, mode, base_url=live_server.base_url, session=session,
-                    auth=auth, signers=signers, known=known, findings=findings,
-                )  # fmt: skip
+                    operation,
+                    mode,
+                    base_url=live_server.base_url,
+                    session=session,
+                    auth=auth,
+                    signers=signers,
+                    known=known,
+                    findings=findings,
+                )
     labels = {label.rsplit(" ", 1)[0] for label in counts}
     # the contract's calls are all in the schema, and each was exercised
     for expected in (
-        "GET /v1/keys", "GET /v1/partners/me", "POST /v1/members", "GET /v1/members/{member_ref}",
-        "GET /v1/members/{member_ref}/transactions", "POST /v1/issuances", "POST /v1/redemptions",
-        "POST /v1/transfers", "POST /v1/holds", "POST /v1/holds/{hold_id}/capture",
-        "POST /v1/holds/{hold_id}/void", "POST /v1/transactions/{transaction_id}/reversal",
-        "GET /v1/transactions/{transaction_id}", "POST /v1/partners",
+        "GET /v1/keys",
+        "GET /v1/partners/me",
+        "POST /v1/members",
+        "GET /v1/members/{member_ref}",
+        "GET /v1/members/{member_ref}/transactions",
+        "POST /v1/issuances",
+        "POST /v1/redemptions",
+        "POST /v1/transfers",
+        "POST /v1/holds",
+        "POST /v1/holds/{hold_id}/capture",
+        "POST /v1/holds/{hold_id}/void",
+        "POST /v1/transactions/{transaction_id}/reversal",
+        "GET /v1/transactions/{transaction_id}",
+        "POST /v1/partners",
         "POST /v1/partners/{partner_id}/keys",
-    ):  # fmt: skip
+    ):
         assert expected in labels, sorted(labels)
-    assert all(count > 0 for label, count in counts.items() if label.endswith("positive")), counts
+    assert all(sent > 0 for label, (sent, _) in counts.items() if label.endswith("positive"))
+    # the seeded refs and ids took some cases past the 404s
+    for label in ("GET /v1/members/{member_ref}", "POST /v1/issuances", "POST /v1/holds"):
+        assert counts[f"{label} positive"][1] > 0, (label, counts)
     assert not findings, "\n\n".join(
         f"{f.operation} [{f.mode}] {f.status}: {', '.join(f.titles)}\n{f.report}"
         for f in findings.values()
