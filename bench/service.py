@@ -54,19 +54,20 @@ class ServiceProcess:
     def start(self, timeout: float = 30.0) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.data_dir / "service.log"
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [
-                sys.executable, "-m", "uvicorn", "--factory", "exchange.app:create_app",
-                "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers),
-                "--no-access-log", "--log-level", "warning",
-            ],
-            cwd=ROOT,
-            env=self.env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
+        # The child gets its own descriptor of the log; ours is closed at once.
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable, "-m", "uvicorn", "--factory", "exchange.app:create_app",
+                    "--host", "127.0.0.1", "--port", str(self.port),
+                    "--workers", str(self.workers), "--no-access-log", "--log-level", "warning",
+                ],
+                cwd=ROOT,
+                env=self.env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
