@@ -28,6 +28,7 @@ from exchange.migrate import upgrade_async
 from exchange.observability import request_id_middleware, structlog_plugin
 from exchange.settings import Settings, get_settings
 from exchange.signing import load_exchange_keys, load_master_key
+from settlement.scheduler import run_scheduler
 
 
 class MetricsController(PrometheusController):
@@ -51,13 +52,18 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await upgrade_async(settings)
         app.state.exchange_keys = load_exchange_keys(settings)
         app.state.master_key = load_master_key(settings)
-        jobs = asyncio.create_task(run_periodic_jobs(engine))
+        jobs = [
+            asyncio.create_task(run_periodic_jobs(engine)),
+            asyncio.create_task(run_scheduler(engine, settings, app.state.exchange_keys)),
+        ]
         try:
             yield
         finally:
-            jobs.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await jobs
+            for job in jobs:
+                job.cancel()
+            for job in jobs:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await job
             await engine.dispose()
 
     prometheus = PrometheusConfig(app_name="exchange", group_path=True)

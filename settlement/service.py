@@ -11,20 +11,22 @@ Design note
   two batches; and since a transaction's postings share ``created_at`` and commit together,
   a transaction is never split between two batches.
 * Work follows the day, not the history. Per money account, a cursor (``settlement_cursor``)
-  records a sequence number up to which every posting is settled. Postings of an account
+  records a sequence number up to which every posting is settled. An account's postings
   commit in sequence order (the engine numbers them under the account's row lock), so the
-  cursor is taken before the entries, from one snapshot: up to the first posting created at or
-  after the cutoff (or the account's head when there is none). Everything up to it is then
-  committed and created before the cutoff, so the next statement takes it. The next batch
-  reads each account from its cursor on through the ``(account_id, seq)`` index, and looks a
-  posting up among the entries only if it was created before the previous cutoff (one that
-  committed late); any later posting cannot be in an earlier batch.
-* Who owes whom. Entries are summed in SQL per (transaction, partner); a transaction whose
-  debit or credit side is a single partner pairs set-based in the same query (that partner
-  owes, or is owed by, each on the other side its leg), and the matrix comes back already
-  summed per (debtor, creditor). Anything else is paired by ``netting.pair_legs``, streamed
-  one transaction at a time. Nothing in the hot path loops over postings in Python, and no
-  query result grows with the day: the matrix is at most ``n * (n - 1)`` rows.
+  cursor is taken first, in one statement: up to the account's first posting created at or
+  after the cutoff, or its head when there is none. Everything up to it is then committed and
+  created before the cutoff, so the entries statement that follows takes it. The next batch
+  reads only what lies past the cursors (one range scan of ``posting``'s primary key, see
+  :func:`_beyond_cursors`), and looks a posting up among the entries only if it was created
+  before the previous cutoff (it committed late): no later posting can be in an earlier batch.
+  Settlement never locks a ledger row (no foreign key from its tables to ``account`` or
+  ``posting``), so writers never wait for it, nor it for them.
+* Who owes whom. In SQL, in one pass sorted by transaction: a transaction whose debit side
+  (or credit side) is one partner pairs that partner with each leg on the other side, and the
+  matrix comes back summed per (debtor, creditor) (:func:`_gross_matrix`). Transactions with
+  several partners on both sides (the services make none) are paired by
+  ``netting.pair_legs``, streamed one transaction at a time. Nothing loops over postings in
+  Python and no result grows with the day: the matrix has at most ``n * (n - 1)`` rows.
 * Exactly once. A day is written by one database transaction (batch, entries, cursors, matrix,
   positions, instructions, statements, ``settlement.ready`` events), so a run that dies
   leaves nothing. Runs take a PostgreSQL advisory lock; the unique ``business_date`` is the
@@ -54,7 +56,6 @@ from sqlalchemy import (
     and_,
     case,
     cast,
-    exists,
     func,
     insert,
     literal,
@@ -298,6 +299,17 @@ class BatchSummary:
     completed_at: dt.datetime | None
     paid_at: dt.datetime | None
 
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "business_date": self.business_date.isoformat(),
+            "cutoff_at": _stamp(self.cutoff_at),
+            "status": self.status,
+            "postings": self.postings,
+            "completed_at": _stamp(self.completed_at),
+            "paid_at": _stamp(self.paid_at),
+        }
+
 
 async def list_batches(
     session: AsyncSession, *, limit: int = 30, before: dt.date | None = None
@@ -395,6 +407,18 @@ async def _check_order(
         )
 
 
+def _with_cursors(previous: Row[Any] | None) -> tuple[FromClause, Any]:
+    """``account`` joined to the previous batch's cursors, and each account's cursor (0 for an
+    account that has none: the first batch, or an account opened since)."""
+    if previous is None:
+        return account_t, literal(0, BigInteger)
+    prev = cursor_t.alias("prev")
+    joined = account_t.outerjoin(
+        prev, and_(prev.c.account_id == account_t.c.id, prev.c.batch_id == previous.id)
+    )
+    return joined, func.coalesce(prev.c.through_seq, 0)
+
+
 def _beyond_cursors(
     previous: Row[Any] | None,
     currency: str,
@@ -407,21 +431,15 @@ def _beyond_cursors(
     ``through_seq``), as visible to the statement that uses this.
 
     Per account, a posting's id grows with its seq (the next one is inserted only after the one
-    before committed), so the postings past a ``busy`` account's cursor have ids from its next
+    before committed, and ids come from one sequence with no per-session cache, as the
+    migrations make it), so the postings past a ``busy`` account's cursor have ids from its next
     posting's on: the lowest of those ids bounds one range scan of ``posting``'s primary key
     over the day, rather than a scan per account over interleaved rows. Every other account
     (quiet when ``busy`` was found, or opened since) is read through ``(account_id, seq)``,
     per account (``LATERAL`` on PostgreSQL, so that the planner cannot pick a scan of the
     whole table for them)."""
     a, p = account_t, posting_t
-    prev = cursor_t.alias("prev")
-    accounts: FromClause = a
-    prev_seq: Any = literal(0, BigInteger)
-    if previous is not None:
-        accounts = a.outerjoin(
-            prev, and_(prev.c.account_id == a.c.id, prev.c.batch_id == previous.id)
-        )
-        prev_seq = func.coalesce(prev.c.through_seq, 0)
+    accounts, prev_seq = _with_cursors(previous)
     columns = (p.c.id, p.c.transaction_id, p.c.account_id, p.c.amount, p.c.seq, p.c.created_at)
     past = and_(p.c.account_id == a.c.id, p.c.seq > prev_seq)
     if lateral:
@@ -459,14 +477,7 @@ async def _take_entries(
     """Write the batch's cursors, then its entries (see the design note for why, in that order,
     they take every posting exactly once). Returns how many postings the batch took."""
     a, p, e = account_t, posting_t, entry_t
-    prev = cursor_t.alias("prev")
-    accounts: FromClause = a
-    prev_seq: Any = literal(0, BigInteger)
-    if previous is not None:
-        accounts = a.outerjoin(
-            prev, and_(prev.c.account_id == a.c.id, prev.c.batch_id == previous.id)
-        )
-        prev_seq = func.coalesce(prev.c.through_seq, 0)
+    accounts, prev_seq = _with_cursors(previous)
     following = await session.execute(
         select(a.c.id, p.c.id)
         .select_from(accounts.join(p, and_(p.c.account_id == a.c.id, p.c.seq == prev_seq + 1)))
@@ -558,7 +569,6 @@ async def _gross_matrix(
         select(
             e.c.transaction_id.label("tx"),
             n.number,
-            n.partner_id,
             e.c.amount,
             over_transaction(func.min(debit)).label("debtor_low"),
             over_transaction(func.max(debit)).label("debtor_high"),
@@ -607,7 +617,7 @@ async def _gross_matrix(
     # None of the exchange's own kinds of transaction, but the ledger allows them; streamed,
     # one transaction in memory at a time.
     rows = await session.stream(
-        select(leg.tx, leg.partner_id, leg.amount)
+        select(leg.tx, leg.number, leg.amount)
         .where(leg.debtor_low != leg.debtor_high, leg.creditor_low != leg.creditor_high)
         .order_by(leg.tx)
     )
@@ -623,7 +633,7 @@ async def _gross_matrix(
             pair()
             amounts.clear()
         current = row.tx
-        amounts[str(row.partner_id)] += int(row.amount)
+        amounts[partner_of[row.number]] += int(row.amount)
     if amounts:
         pair()
     return dict(matrix)
@@ -721,6 +731,10 @@ async def _settle_locked(
     )
     assert batch_id is not None
     postings = await _take_entries(session, batch_id, latest, currency, cutoff_at)
+    if (await session.connection()).dialect.name == "postgresql":
+        # The planner knows nothing yet of the rows just written (autovacuum's statistics come
+        # after the commit); a sample of them turns its plans from nested sorts into hashes.
+        await session.execute(text("ANALYZE settlement_entry"))
     step("entries")
 
     matrix = await _gross_matrix(session, batch_id, currency)

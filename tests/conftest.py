@@ -81,6 +81,7 @@ def base_settings(tmp: Path, database_url: str | None) -> Settings:
         issuance_shards=4,
         settlement_currency="EUR",
         settlement_minor_exponent=2,
+        scheduler=False,  # tests settle when they choose; test_settlement starts it itself
     )
 
 

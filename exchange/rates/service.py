@@ -86,6 +86,7 @@ from exchange.rates.arithmetic import (
 from exchange.rates.models import MAX_MICROS_PER_POINT, PointValue, Quote, RateVersion
 from partners.models import Partner
 from partners.service import PartnerInfo, find_partner_by_currency, get_partner
+from settlement.webhooks import enqueue_event
 
 QUOTE_TTL_SECONDS = 120
 """How long a quote holds its rate and values unless the caller asks for less (or more)."""
@@ -744,6 +745,21 @@ async def post_conversion(
             member_refs={source.account_id: member_ref, target.account_id: to_member_ref},
             details=details,
         ),
+    )
+    # The destination brand learns of the credit by webhook; queued in this transaction, so
+    # the event exists exactly when the conversion does.
+    await enqueue_event(
+        session,
+        parties.destination.id,
+        "conversion.credited",
+        {
+            "transaction_id": str(posted.id),
+            "from_currency": priced.rate.from_currency,
+            "to_currency": priced.rate.to_currency,
+            "to_member_ref": to_member_ref,
+            "points": amounts.out,
+            "created_at": posted.created_at.isoformat(),
+        },
     )
     return Conversion(
         transaction_id=posted.id,

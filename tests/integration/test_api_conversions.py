@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import uuid
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from exchange.ledger.verify import verify_ledger
@@ -336,3 +338,30 @@ async def test_bad_points_are_invalid_amount(
             assert problem_type(answer) == "invalid-amount", (path, points)
             assert answer.json()["field"] == "points"
     assert await api.ledger_size() == before
+
+
+async def test_a_conversion_queues_conversion_credited_for_the_destination_brand(
+    api: SignedApi,
+    partners: Partners,
+    priced: dict[str, Any],
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """In the conversion's own transaction: the event exists exactly when the conversion does."""
+    answer = await api.post("/v1/conversions", _convert(10_000), as_=partners.sky)
+    assert answer.status_code == 201, answer.text
+    refused = await api.post("/v1/conversions", _convert(10**6), as_=partners.sky)
+    assert refused.status_code == 422
+    async with sessions() as session:
+        rows = (
+            await session.execute(text("SELECT partner_id, event_type, payload FROM outbox_event"))
+        ).all()
+    assert len(rows) == 1
+    partner_id, event_type, payload = rows[0]
+    assert uuid.UUID(str(partner_id)) == partners.htl.partner.id
+    assert event_type == "conversion.credited"
+    event = json.loads(payload)
+    assert (event["to_member_ref"], event["points"], event["transaction_id"]) == (
+        "alice",
+        7_425,
+        answer.json()["transaction"]["id"],
+    )

@@ -5,17 +5,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import datetime as dt
 import io
 import json
 import uuid
+from dataclasses import replace
 
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from exchange.base import utcnow
 from exchange.errors import (
@@ -25,13 +27,17 @@ from exchange.errors import (
     SettlementOutOfOrder,
     StatementNotFound,
 )
+from exchange.ledger.engine import Leg, TransactionSpec, post_transaction
 from exchange.ledger.models import Account, LedgerTransaction, Posting
 from exchange.ledger.verify import verify_ledger
 from exchange.settings import Settings, get_settings
 from exchange.signing import ExchangeKeys, load_exchange_keys, verify_document
 from partners.service import PartnerInfo
+from settlement.calendar import BusinessCalendar
 from settlement.cli import settlement_group
 from settlement.models import OutboxEvent, SettlementEntry
+from settlement.netting import pair_legs
+from settlement.scheduler import run_scheduler
 from settlement.service import (
     BatchView,
     due_dates,
@@ -66,6 +72,7 @@ from tests.integration.settlement_support import (
     named_positions,
     post_day1,
     post_day2,
+    settlement_account,
 )
 
 HOUR = dt.timedelta(hours=1)
@@ -166,7 +173,14 @@ async def test_running_a_day_again_returns_the_same_batch(
     async with sessions() as session:
         assert await session.scalar(select(func.count()).select_from(SettlementEntry)) == 19
         assert await get_batch(session, DAY2) == day2
-        assert [b.business_date for b in await list_batches(session)] == [DAY2, DAY1]
+        summaries = await list_batches(session)
+    assert [b.business_date for b in summaries] == [DAY2, DAY1]
+    assert summaries[1].as_dict() == {
+        key: value
+        for key, value in day1.as_dict().items()
+        if key
+        in ("id", "business_date", "cutoff_at", "status", "postings", "completed_at", "paid_at")
+    }
 
 
 async def test_days_settle_in_order_and_only_once_ended(
@@ -455,3 +469,82 @@ async def test_the_operator_commands(
     }
     code, _, err = await asyncio.to_thread(invoke, "show", "2026-11-19")
     assert code == 1 and json.loads(err)["type"] == "settlement-not-found"
+
+
+async def test_transactions_the_exchange_does_not_make_still_pair_exactly(
+    sessions: async_sessionmaker[AsyncSession], settings: Settings, keys: ExchangeKeys, cast: Cast
+) -> None:
+    """Legs the services never write, but the ledger allows: several partners on both sides
+    (paired greedily, as ``pair_legs`` does), and a partner on both sides of a transaction
+    through two of its shards (it owes only its net)."""
+
+    async def post(*legs: tuple[PartnerInfo, int, int]) -> None:
+        async with sessions() as session, session.begin():
+            await post_transaction(
+                session,
+                TransactionSpec(
+                    kind="convert",
+                    partner_id=cast.sky.id,
+                    legs=[
+                        Leg(await settlement_account(session, partner, shard=shard), amount)
+                        for partner, amount, shard in legs
+                    ],
+                ),
+            )
+
+    await post((cast.sky, -5_000_000, 0), (cast.htl, -7_000_000, 0), (cast.ret, 4_000_000, 0),
+               (cast.aid, 8_000_000, 0))  # fmt: skip
+    await post((cast.sky, -10_000_000, 0), (cast.sky, 3_000_000, 1), (cast.htl, 7_000_000, 0))
+    await post((cast.op, 10_000_000, 0), (cast.op, -3_000_000, 1), (cast.ret, -7_000_000, 0))
+    calendar = SteppedCalendar(DAY1, await _cutoff_now(), HOUR)
+    batch = await settle_day(sessions, DAY1, settings=settings, keys=keys, calendar=calendar)
+
+    several = pair_legs(
+        {str(cast.sky.id): -5_000_000, str(cast.htl.id): -7_000_000,
+         str(cast.ret.id): 4_000_000, str(cast.aid.id): 8_000_000}
+    )  # fmt: skip
+    expected: dict[tuple[str, str], int] = {("SKY", "HTL"): 7_000_000, ("RET", "OP"): 7_000_000}
+    for o in several:
+        key = (cast.name_of(uuid.UUID(o.debtor)), cast.name_of(uuid.UUID(o.creditor)))
+        expected[key] = expected.get(key, 0) + o.amount_micros
+    assert named_matrix(cast, batch.obligations) == expected
+    assert {name: p[2] for name, p in named_positions(cast, batch.positions).items()} == {
+        "SKY": -12_000_000, "HTL": 0, "RET": -3_000_000, "AID": 8_000_000, "OP": 7_000_000,
+    }  # fmt: skip
+
+
+async def test_the_scheduler_settles_each_day_after_its_cutoff(
+    engine: AsyncEngine,
+    sessions: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    keys: ExchangeKeys,
+    cast: Cast,
+) -> None:
+    # Business days of the real calendar that end (UTC) a second or two from now.
+    cutoff = (utcnow() + dt.timedelta(seconds=2)).replace(microsecond=0)
+    settings = replace(
+        settings,
+        scheduler=True,
+        settlement_cutoff=cutoff.strftime("%H:%M:%S"),
+        settlement_grace_seconds=0,
+        settlement_poll_seconds=1,
+        webhook_poll_seconds=1,
+    )
+    postings = await post_day1(sessions, cast)
+    business_date = BusinessCalendar.from_settings(settings).business_date_of(utcnow())
+    scheduler = asyncio.create_task(run_scheduler(engine, settings, keys))
+    try:
+        async with asyncio.timeout(20):
+            while True:
+                await asyncio.sleep(0.2)
+                async with sessions() as session:
+                    batches = await list_batches(session)
+                if batches:
+                    break
+    finally:
+        scheduler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await scheduler
+    assert [(b.business_date, b.postings) for b in batches] == [(business_date, postings)]
+    assert utcnow() >= cutoff
+    assert await run_scheduler(engine, replace(settings, scheduler=False), keys) is None

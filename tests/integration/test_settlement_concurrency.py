@@ -137,7 +137,7 @@ async def test_writers_across_cutoffs_put_every_posting_in_exactly_one_batch(
     *made, late_id, _ = await asyncio.gather(
         *(writer(seed) for seed in range(6)), late_writer(), settler()
     )
-    assert sum(made) > 50
+    assert all(made), made  # every writer got its transactions in, however loaded the machine
     await _sleep_until(calendar.cutoff_at(days[4]))
     last = await settle_day(sessions, days[4], settings=settings, keys=keys, calendar=calendar)
     assert last.postings > 0
