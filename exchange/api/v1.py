@@ -26,6 +26,10 @@ from exchange.api.members import MembersController
 from exchange.api.operations import OperationsController
 from exchange.api.partners_admin import PartnersController
 from exchange.api.pricing_admin import PricingController
+from exchange.api.settlements import (
+    SettlementsController,
+    WebhookController,
+)
 from exchange.errors import InvalidAmount
 from exchange.ledger.service import MAX_POINTS
 from exchange.settings import Settings
@@ -113,6 +117,8 @@ def v1_router(engine: AsyncEngine, db_config: SQLAlchemyAsyncConfig) -> Router:
             OperationsController,
             PricingController,
             ConversionsController,
+            SettlementsController,
+            WebhookController,
         ],
         middleware=[RequestSignatureMiddleware(engine), IdempotencyMiddleware(db_config)],
         dependencies=dependencies,
