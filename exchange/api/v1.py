@@ -27,6 +27,7 @@ from exchange.api.operations import OperationsController
 from exchange.api.partners_admin import PartnersController
 from exchange.api.pricing_admin import PricingController
 from exchange.api.settlements import (
+    SettlementBatchesController,
     SettlementsController,
     WebhookController,
 )
@@ -119,6 +120,7 @@ def v1_router(engine: AsyncEngine, db_config: SQLAlchemyAsyncConfig) -> Router:
             ConversionsController,
             SettlementsController,
             WebhookController,
+            SettlementBatchesController,
         ],
         middleware=[RequestSignatureMiddleware(engine), IdempotencyMiddleware(db_config)],
         dependencies=dependencies,
