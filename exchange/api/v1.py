@@ -21,6 +21,7 @@ from litestar.di import Provide
 from litestar.exceptions import ClientException, ValidationException
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from exchange.api.batches import BatchesController
 from exchange.api.conversions import ConversionsController
 from exchange.api.members import MembersController
 from exchange.api.operations import OperationsController
@@ -118,6 +119,7 @@ def v1_router(engine: AsyncEngine, db_config: SQLAlchemyAsyncConfig) -> Router:
             OperationsController,
             PricingController,
             ConversionsController,
+            BatchesController,
             SettlementsController,
             WebhookController,
             SettlementBatchesController,

@@ -23,6 +23,11 @@ Design note
   takes its locks in the same order, so two opposite transfers cannot deadlock. On SQLite, which
   has no row locks, every transaction starts with ``BEGIN IMMEDIATE`` (see ``exchange.db``) and so
   holds the single write lock from its first read.
+* Batches. :func:`post_transactions` posts many transactions under one set of locks: every
+  account of every spec locked at once (still in id order), the specs applied in order in
+  memory, each one refused alone (its outcome is the refusal, and the specs after it see the
+  ledger without it), and what posts written in one statement per table. A lone transaction is
+  a batch of one: :func:`post_transaction` is that call, so there is still one engine.
 """
 
 from __future__ import annotations
@@ -33,15 +38,21 @@ import json
 import struct
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import Table, bindparam, func, insert, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from exchange.base import utcnow, uuid7
-from exchange.errors import InsufficientPoints, LimitExceeded, UnbalancedTransaction
+from exchange.errors import (
+    DomainError,
+    InsufficientPoints,
+    LimitExceeded,
+    UnbalancedTransaction,
+)
 from exchange.ledger.models import Account, Hold, LedgerTransaction, Posting
 
 GENESIS_HASH = bytes(32)
@@ -49,10 +60,10 @@ GENESIS_HASH = bytes(32)
 
 _BALANCE_LIMIT = 2**63 - 1  # what a BIGINT (and SQLite's INTEGER) can hold
 
-account_t = Account.__table__
-posting_t = Posting.__table__
-transaction_t = LedgerTransaction.__table__
-hold_t = Hold.__table__
+account_t = cast(Table, Account.__table__)
+posting_t = cast(Table, Posting.__table__)
+transaction_t = cast(Table, LedgerTransaction.__table__)
+hold_t = cast(Table, Hold.__table__)
 
 # prefix, account id, seq, transaction id, amount, balance after, previous hash: fixed widths,
 # so no two different postings can encode to the same bytes.
@@ -103,6 +114,9 @@ class TransactionSpec:
     member_refs: Mapping[int, str] = field(default_factory=dict)
     """Names for member accounts, for the facts of an ``InsufficientPoints`` refusal."""
     transaction_id: uuid.UUID | None = None
+    batch_id: uuid.UUID | None = None
+    """The ``POST /v1/batches`` request the transaction is an item of: its ``idempotency_key``
+    is then the item's, unique for the partner (a database index holds it)."""
 
 
 @dataclass(frozen=True)
@@ -114,6 +128,8 @@ class PostedLine:
     balance_after: int
     prev_hash: bytes
     hash: bytes
+    account_kind: str
+    """``member``, ``issuance`` or ``settlement``."""
 
 
 @dataclass(frozen=True)
@@ -141,10 +157,10 @@ async def _release_expired_holds(
     session: AsyncSession,
     account_ids: Sequence[int],
     now: dt.datetime,
-    keep: uuid.UUID | None = None,
+    keep: Collection[uuid.UUID] = (),
 ) -> dict[int, int]:
-    """Mark expired active holds of these (locked) accounts, except ``keep``; return the points
-    each frees."""
+    """Mark expired active holds of these (locked) accounts, except those in ``keep``; return
+    the points each frees."""
     if not account_ids:
         return {}
     conditions = [
@@ -152,8 +168,8 @@ async def _release_expired_holds(
         hold_t.c.status == "active",
         hold_t.c.expires_at <= now,
     ]
-    if keep is not None:
-        conditions.append(hold_t.c.id != keep)
+    if keep:
+        conditions.append(hold_t.c.id.not_in(sorted(keep)))
     rows = await session.execute(
         update(hold_t)
         .where(*conditions)
@@ -166,10 +182,169 @@ async def _release_expired_holds(
     return freed
 
 
+def _is_postgres(session: AsyncSession) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _unnested(table: Table, columns: Mapping[str, list[Any]]) -> Any:
+    """``unnest(:a_x, :a_y, ...) AS v(x, y, ...)``: the columns, each bound as one array."""
+    arrays = [bindparam(f"a_{name}", type_=ARRAY(table.c[name].type)) for name in columns]
+    return func.unnest(*arrays).table_valued(*columns).render_derived()
+
+
+def _arrays(columns: Mapping[str, list[Any]]) -> dict[str, list[Any]]:
+    return {f"a_{name}": values for name, values in columns.items()}
+
+
+def _rows(columns: Mapping[str, list[Any]]) -> list[dict[str, Any]]:
+    return [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+
+
+async def _insert(
+    session: AsyncSession,
+    table: Table,
+    columns: Mapping[str, list[Any]],
+    constants: Mapping[str, Any],
+) -> None:
+    """Insert rows given column by column, with ``constants`` the same in every row. On
+    PostgreSQL, one statement whatever the number of rows (``INSERT ... SELECT * FROM
+    unnest(<one array per column>)``): a thousand rows cost one round trip, where an
+    executemany costs one statement each. SQLite, in process, takes the executemany."""
+    if not _is_postgres(session):
+        await session.execute(insert(table), [{**row, **constants} for row in _rows(columns)])
+        return
+    rows = _unnested(table, columns)
+    values = [
+        *(rows.c[name] for name in columns),
+        *(
+            bindparam(f"c_{name}", value, type_=table.c[name].type)
+            for name, value in constants.items()
+        ),
+    ]
+    await session.execute(
+        insert(table).from_select([*columns, *constants], select(*values)), _arrays(columns)
+    )
+
+
+async def _update_heads(session: AsyncSession, columns: Mapping[str, list[Any]]) -> None:
+    """Write the new heads (balance, held, seq, head hash) of the accounts, by id."""
+    values = [name for name in columns if name != "id"]
+    if not _is_postgres(session):
+        await session.execute(
+            update(account_t)
+            .where(account_t.c.id == bindparam("b_id"))
+            .values({name: bindparam(f"b_{name}") for name in values}),
+            [{f"b_{name}": value for name, value in row.items()} for row in _rows(columns)],
+        )
+        return
+    heads = _unnested(account_t, columns)
+    await session.execute(
+        update(account_t)
+        .where(account_t.c.id == heads.c.id)
+        .values({name: heads.c[name] for name in values}),
+        _arrays(columns),
+    )
+
+
 async def post_transaction(session: AsyncSession, spec: TransactionSpec) -> PostedTransaction:
-    """Lock, check, chain and write one transaction, inside the caller's database transaction."""
+    """Lock, check, chain and write one transaction, inside the caller's database transaction:
+    :func:`post_transactions` with one spec, its refusal raised."""
+    (outcome,) = await post_transactions(session, [spec])
+    if isinstance(outcome, DomainError):
+        raise outcome
+    return outcome
+
+
+@dataclass
+class _Heads:
+    """The locked accounts' heads as the specs applied so far leave them."""
+
+    ledger: dict[int, str]
+    kind: dict[int, str]
+    balance: dict[int, int]
+    held: dict[int, int]
+    seq: dict[int, int]
+    head: dict[int, bytes]
+
+
+def _apply(
+    spec: TransactionSpec, heads: _Heads, now: dt.datetime
+) -> PostedTransaction | DomainError:
+    """Chain one spec onto ``heads``. A refusal (a member short of points, a balance out of
+    range) is returned and leaves ``heads`` as it was; otherwise ``heads`` move past the spec."""
+    balance, held, seq, head = heads.balance, heads.held, heads.seq, heads.head
+    touched = sorted({leg.account_id for leg in spec.legs}.union(spec.held_changes))
+    before = {
+        account_id: (balance[account_id], held[account_id], seq[account_id], head[account_id])
+        for account_id in touched
+    }
+    transaction_id = spec.transaction_id or uuid7()
+    for account_id, delta in spec.held_changes.items():
+        held[account_id] += delta
+    lines: list[PostedLine] = []
+    refusal: DomainError | None = None
+    for leg in spec.legs:
+        account_id = leg.account_id
+        new_balance = balance[account_id] + leg.amount
+        if abs(new_balance) > _BALANCE_LIMIT:
+            refusal = LimitExceeded(f"account {account_id} would leave the ledger's range")
+            break
+        new_seq = seq[account_id] + 1
+        previous = head[account_id]
+        digest = posting_hash(
+            account_id, new_seq, transaction_id, leg.amount, new_balance, previous
+        )
+        lines.append(
+            PostedLine(
+                account_id, heads.ledger[account_id], new_seq, leg.amount,
+                new_balance, previous, digest, heads.kind[account_id],
+            )
+        )  # fmt: skip
+        balance[account_id], seq[account_id], head[account_id] = new_balance, new_seq, digest
+    else:
+        for account_id in touched:
+            # Only a debit or a new hold can make a member short; a credit never refuses.
+            available = balance[account_id] - held[account_id]
+            if available < 0 and heads.kind[account_id] == "member":
+                was = before[account_id][0] - before[account_id][1]
+                refusal = InsufficientPoints(
+                    spec.member_refs.get(account_id, str(account_id)), was, was - available
+                )
+                break
+    if refusal is not None:
+        for account_id, (old_balance, old_held, old_seq, old_head) in before.items():
+            balance[account_id], held[account_id] = old_balance, old_held
+            seq[account_id], head[account_id] = old_seq, old_head
+        return refusal
+    return PostedTransaction(
+        id=transaction_id,
+        kind=spec.kind,
+        partner_id=spec.partner_id,
+        points=spec.points,
+        created_at=now,
+        postings=tuple(lines),
+        balances={account_id: (balance[account_id], held[account_id]) for account_id in touched},
+    )
+
+
+async def post_transactions(
+    session: AsyncSession, specs: Sequence[TransactionSpec]
+) -> list[PostedTransaction | DomainError]:
+    """Lock, check, chain and write several transactions at once, inside the caller's database
+    transaction; one outcome per spec, in order.
+
+    Every account of every spec is locked in one ``ORDER BY id FOR UPDATE`` and expired holds
+    are released once; then the specs are applied in order, in memory. A spec that would make a
+    member short of points (or a balance leave the ledger's range) gets its refusal as its
+    outcome and changes nothing: the specs after it see the ledger without it. What posts is
+    written in three statements (transactions, postings, account heads), however many specs."""
+    if not specs:
+        return []
     now = utcnow()
-    touched = sorted({leg.account_id for leg in spec.legs} | set(spec.held_changes))
+    touched = sorted(
+        {leg.account_id for spec in specs for leg in spec.legs}
+        | {account_id for spec in specs for account_id in spec.held_changes}
+    )
     locked = (
         await session.execute(
             select(
@@ -188,118 +363,89 @@ async def post_transaction(session: AsyncSession, spec: TransactionSpec) -> Post
     ).all()
     if len(locked) != len(touched):
         raise LookupError(f"unknown accounts among {touched}")
-    heads = {row.id: row for row in locked}
-    _check_zero_sum(spec.legs, {row.id: row.ledger for row in locked})
+    ledgers = {row.id: row.ledger for row in locked}
+    for spec in specs:
+        _check_zero_sum(spec.legs, ledgers)
 
     # Expired holds stop counting the moment anyone looks; release them before checking. The
-    # hold this transaction captures or voids is not one of them: the service found it active
-    # and its ``held_changes`` release it, so expiring it here too would free its points twice.
+    # holds these transactions capture or void are not among them: the service found them
+    # active and their ``held_changes`` release them, so expiring them here too would free
+    # their points twice.
     held = {row.id: row.held for row in locked}
     with_holds = [row.id for row in locked if row.kind == "member" and row.held > 0]
-    expired = await _release_expired_holds(session, with_holds, now, keep=spec.hold_id)
+    keep = {spec.hold_id for spec in specs if spec.hold_id is not None}
+    expired = await _release_expired_holds(session, with_holds, now, keep=keep)
     for account_id, freed in expired.items():
         held[account_id] -= freed
 
-    available_before = {row.id: row.balance - held[row.id] for row in locked}
-    transaction_id = spec.transaction_id or uuid7()
-    balance = {row.id: row.balance for row in locked}
-    seq = {row.id: row.seq for row in locked}
-    head = {row.id: row.head_hash for row in locked}
-    for account_id, delta in spec.held_changes.items():
-        held[account_id] += delta
-    lines: list[PostedLine] = []
-    for leg in spec.legs:
-        account_id = leg.account_id
-        new_balance = balance[account_id] + leg.amount
-        if abs(new_balance) > _BALANCE_LIMIT:
-            raise LimitExceeded(f"account {account_id} would leave the ledger's range")
-        seq[account_id] += 1
-        digest = posting_hash(
-            account_id, seq[account_id], transaction_id, leg.amount, new_balance, head[account_id]
-        )
-        lines.append(
-            PostedLine(
-                account_id, heads[account_id].ledger, seq[account_id], leg.amount,
-                new_balance, head[account_id], digest,
-            )
-        )  # fmt: skip
-        balance[account_id] = new_balance
-        head[account_id] = digest
-    for row in locked:
-        if row.kind != "member":
-            continue
-        # Only a debit or a new hold can make a member short; a credit never refuses.
-        available = balance[row.id] - held[row.id]
-        if available < 0:
-            before = available_before[row.id]
-            raise InsufficientPoints(
-                spec.member_refs.get(row.id, str(row.id)), before, before - available
-            )
-
-    await session.execute(
-        insert(transaction_t).values(
-            id=transaction_id,
-            kind=spec.kind,
-            partner_id=spec.partner_id,
-            points=spec.points,
-            reference=spec.reference,
-            idempotency_key=spec.idempotency_key,
-            rate_version_id=spec.rate_version_id,
-            reverses_id=spec.reverses_id,
-            hold_id=spec.hold_id,
-            details=json.dumps(spec.details, sort_keys=True) if spec.details else None,
-            created_at=now,
-        )
+    heads = _Heads(
+        ledger=ledgers,
+        kind={row.id: row.kind for row in locked},
+        balance={row.id: row.balance for row in locked},
+        held=held,
+        seq={row.id: row.seq for row in locked},
+        head={row.id: row.head_hash for row in locked},
     )
+    outcomes = [_apply(spec, heads, now) for spec in specs]
+    posted = [
+        (spec, outcome)
+        for spec, outcome in zip(specs, outcomes, strict=True)
+        if isinstance(outcome, PostedTransaction)
+    ]
+    if posted:
+        await _insert(
+            session,
+            transaction_t,
+            {
+                "id": [outcome.id for _, outcome in posted],
+                "kind": [spec.kind for spec, _ in posted],
+                "partner_id": [spec.partner_id for spec, _ in posted],
+                "points": [spec.points for spec, _ in posted],
+                "reference": [spec.reference for spec, _ in posted],
+                "idempotency_key": [spec.idempotency_key for spec, _ in posted],
+                "batch_id": [spec.batch_id for spec, _ in posted],
+                "rate_version_id": [spec.rate_version_id for spec, _ in posted],
+                "reverses_id": [spec.reverses_id for spec, _ in posted],
+                "hold_id": [spec.hold_id for spec, _ in posted],
+                "details": [
+                    json.dumps(spec.details, sort_keys=True) if spec.details else None
+                    for spec, _ in posted
+                ],
+            },
+            {"created_at": now},
+        )
+    lines = [(outcome.id, line) for _, outcome in posted for line in outcome.postings]
     if lines:
-        await session.execute(
-            insert(posting_t),
-            [
-                {
-                    "transaction_id": transaction_id,
-                    "account_id": line.account_id,
-                    "ledger": line.ledger,
-                    "seq": line.seq,
-                    "amount": line.amount,
-                    "balance_after": line.balance_after,
-                    "prev_hash": line.prev_hash,
-                    "hash": line.hash,
-                    "created_at": now,
-                }
-                for line in lines
-            ],
+        await _insert(
+            session,
+            posting_t,
+            {
+                "transaction_id": [transaction_id for transaction_id, _ in lines],
+                "account_id": [line.account_id for _, line in lines],
+                "ledger": [line.ledger for _, line in lines],
+                "seq": [line.seq for _, line in lines],
+                "amount": [line.amount for _, line in lines],
+                "balance_after": [line.balance_after for _, line in lines],
+                "prev_hash": [line.prev_hash for _, line in lines],
+                "hash": [line.hash for _, line in lines],
+            },
+            {"created_at": now},
         )
-    changed = [row.id for row in locked if seq[row.id] != row.seq or held[row.id] != row.held]
+    changed = [
+        row.id for row in locked if heads.seq[row.id] != row.seq or heads.held[row.id] != row.held
+    ]
     if changed:
-        await session.execute(
-            update(account_t)
-            .where(account_t.c.id == bindparam("b_id"))
-            .values(
-                balance=bindparam("b_balance"),
-                held=bindparam("b_held"),
-                seq=bindparam("b_seq"),
-                head_hash=bindparam("b_head"),
-            ),
-            [
-                {
-                    "b_id": account_id,
-                    "b_balance": balance[account_id],
-                    "b_held": held[account_id],
-                    "b_seq": seq[account_id],
-                    "b_head": head[account_id],
-                }
-                for account_id in changed
-            ],
+        await _update_heads(
+            session,
+            {
+                "id": changed,
+                "balance": [heads.balance[account_id] for account_id in changed],
+                "held": [heads.held[account_id] for account_id in changed],
+                "seq": [heads.seq[account_id] for account_id in changed],
+                "head_hash": [heads.head[account_id] for account_id in changed],
+            },
         )
-    return PostedTransaction(
-        id=transaction_id,
-        kind=spec.kind,
-        partner_id=spec.partner_id,
-        points=spec.points,
-        created_at=now,
-        postings=tuple(lines),
-        balances={account_id: (balance[account_id], held[account_id]) for account_id in touched},
-    )
+    return outcomes
 
 
 async def release_expired_holds(session: AsyncSession, now: dt.datetime | None = None) -> int:

@@ -93,6 +93,17 @@ class LedgerTransaction(Base):
         ),
         CheckConstraint("points >= 0", name="points"),
         Index("ix_ledger_transaction_reverses_id", "reverses_id"),
+        # A batch item's key names one transaction of its partner, for good: the database
+        # refuses a second. Single POSTs keep their Idempotency-Key here too, but theirs is the
+        # request's, which may be used again once its 24 h record has lapsed.
+        Index(
+            "uq_ledger_transaction_batch_item_key",
+            "partner_id",
+            "idempotency_key",
+            unique=True,
+            postgresql_where=text("batch_id IS NOT NULL"),
+            sqlite_where=text("batch_id IS NOT NULL"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid7)
@@ -101,6 +112,9 @@ class LedgerTransaction(Base):
     points: Mapped[int] = mapped_column(BigInteger, default=0)
     reference: Mapped[str | None] = mapped_column(String(200))
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    batch_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    """The ``POST /v1/batches`` request this transaction is an item of (``idempotency_key`` is
+    then the item's own key)."""
     rate_version_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     reverses_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("ledger_transaction.id"))
     hold_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)

@@ -1,0 +1,217 @@
+"""``POST /v1/batches``: up to 1 000 issue, redeem and transfer operations of the calling brand in
+one signed request, for partners that post in bulk (see ``exchange.ledger.batch``).
+
+The request as a whole is idempotent like every POST (its Idempotency-Key replays the whole
+answer); each operation is too, by its own ``idempotency_key``, across requests and for good.
+The answer is 200 whenever the batch was taken, with each operation's outcome in order: 201 for
+one posted (or replayed, ``replayed: true``), else the status and problem it would have had
+alone. A request that is wrong as a whole (1 001 operations, a repeated item key, bad points, an
+unknown field) is refused as a whole and posts nothing.
+
+The answer is signed once, as a document (``receipt``), rather than once per operation: an
+Ed25519 signature over a transaction costs about 50 µs, which for 1 000 of them would take as
+long as posting the batch. Each transaction's own receipt is ``GET /v1/transactions/{id}``.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+
+import msgspec
+from litestar import Controller, post
+from litestar.di import NamedDependency
+from litestar.params import JSONBody
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from exchange.api.openapi import IdempotentOperation
+from exchange.api.pricing_admin import problem_spec
+from exchange.api.problems import from_domain_error, problem_responses
+from exchange.api.queries import PostingView, TransactionView
+from exchange.api.receipts import transaction_out
+from exchange.api.schemas import (
+    BalanceOut,
+    BatchCreate,
+    BatchIssue,
+    BatchItemOut,
+    BatchOut,
+    BatchRedemption,
+    BatchResults,
+    BatchTransfer,
+    DocumentSignature,
+    PostingOut,
+    TransactionOut,
+)
+from exchange.ledger import batch
+from exchange.signing import ExchangeKeys
+from partners.service import PartnerInfo
+
+MAX_BATCH_BODY_BYTES = 1024 * 1024
+"""1 000 operations with the longest keys, refs and references fit."""
+
+_BATCH_PROBLEMS = {
+    **problem_responses(403, 409),
+    403: problem_spec("not-a-brand: only a brand posts its members' points"),
+    409: problem_spec("idempotency-in-flight: a request with this Idempotency-Key is running"),
+    413: problem_spec("request-too-large: the body is over 1 MiB"),
+    422: problem_spec(
+        "invalid-request (with the field errors, e.g. 1 001 operations, points that are not a"
+        " JSON integer from 1 to 10^12, an unknown type), invalid-input (a repeated item key, a"
+        " transfer to the same member), invalid-amount, idempotency-conflict (the request's"
+        " key); nothing is posted. The operations' own refusals are in the 200 answer"
+    ),
+}
+
+
+def _item(operation: BatchIssue | BatchRedemption | BatchTransfer) -> batch.BatchItem:
+    if isinstance(operation, BatchTransfer):
+        return batch.BatchItem(
+            type="transfer",
+            idempotency_key=operation.idempotency_key,
+            points=operation.points,
+            from_member_ref=operation.from_member_ref,
+            to_member_ref=operation.to_member_ref,
+            reference=operation.reference,
+        )
+    return batch.BatchItem(
+        type="issue" if isinstance(operation, BatchIssue) else "redeem",
+        idempotency_key=operation.idempotency_key,
+        points=operation.points,
+        member_ref=operation.member_ref,
+        reference=operation.reference,
+    )
+
+
+def _posted(index: int, key: str, outcome: batch.ItemPosted) -> BatchItemOut:
+    """A transaction posted now, as ``GET /v1/transactions/{id}`` will show it (a test holds
+    the two equal), made straight from the engine's lines: a batch makes a thousand."""
+    spec, posted = outcome.spec, outcome.transaction
+    refs = spec.member_refs
+    transaction = TransactionOut(
+        id=posted.id,
+        kind=posted.kind,
+        partner=posted.partner_id,
+        points=posted.points,
+        reference=spec.reference,
+        reverses=spec.reverses_id,
+        hold=spec.hold_id,
+        created_at=posted.created_at,
+        postings=[
+            PostingOut(
+                ledger=line.ledger,
+                account=line.account_kind,
+                member_ref=refs.get(line.account_id),
+                seq=line.seq,
+                amount=line.amount,
+                balance_after=line.balance_after,
+                hash=line.hash.hex(),
+            )
+            for line in posted.postings
+        ],
+    )
+    balances = []
+    for account_id, member_ref in refs.items():
+        balance, held = posted.balances[account_id]
+        balances.append(BalanceOut(member_ref, balance, held, balance - held))
+    return BatchItemOut(
+        index=index, idempotency_key=key, status=201, transaction=transaction, balances=balances
+    )
+
+
+def _replayed(index: int, key: str, outcome: batch.ItemReplayed) -> BatchItemOut:
+    stored = outcome.transaction
+    view = TransactionView(
+        id=stored.id,
+        kind=stored.kind,
+        partner_id=stored.partner_id,
+        points=stored.points,
+        reference=stored.reference,
+        reverses_id=None,
+        hold_id=None,
+        created_at=stored.created_at,
+        postings=tuple(PostingView(**dataclasses.asdict(p)) for p in stored.postings),
+    )
+    return BatchItemOut(
+        index=index,
+        idempotency_key=key,
+        status=201,
+        replayed=True,
+        transaction=transaction_out(view),
+    )
+
+
+def _refused(index: int, key: str, outcome: batch.ItemRefused) -> BatchItemOut:
+    problem = from_domain_error(outcome.error)
+    return BatchItemOut(
+        index=index, idempotency_key=key, status=problem.status_code, problem=problem.document()
+    )
+
+
+def batch_out(
+    keys: ExchangeKeys, items: list[batch.BatchItem], outcome: batch.BatchOutcome
+) -> BatchOut:
+    results = []
+    for index, (item, result) in enumerate(zip(items, outcome.items, strict=True)):
+        key = item.idempotency_key
+        if isinstance(result, batch.ItemPosted):
+            results.append(_posted(index, key, result))
+        elif isinstance(result, batch.ItemReplayed):
+            results.append(_replayed(index, key, result))
+        else:
+            results.append(_refused(index, key, result))
+    document = BatchResults(
+        batch_id=outcome.batch_id,
+        posted=sum(isinstance(r, batch.ItemPosted) for r in outcome.items),
+        replayed=sum(isinstance(r, batch.ItemReplayed) for r in outcome.items),
+        refused=sum(isinstance(r, batch.ItemRefused) for r in outcome.items),
+        results=results,
+    )
+    return BatchOut(
+        batch_id=document.batch_id,
+        posted=document.posted,
+        replayed=document.replayed,
+        refused=document.refused,
+        results=document.results,
+        receipt=_signature(keys, document),
+    )
+
+
+def _signature(keys: ExchangeKeys, document: BatchResults) -> DocumentSignature:
+    """What :meth:`ExchangeKeys.sign_document` makes of the document, made from msgspec's
+    sorted encoding: for JSON types that is byte for byte ``canonical_json`` (sorted keys, no
+    spaces, UTF-8, the same escapes), and on a document of a thousand transactions it saves
+    the ~25 ms that building and sorting it in Python would take."""
+    signature = keys.sign(msgspec.json.encode(document, order="sorted"))
+    return DocumentSignature(
+        key_id=keys.key_id, alg="ed25519", signature=base64.b64encode(signature).decode()
+    )
+
+
+class BatchesController(Controller):
+    path = "/"
+
+    @post(
+        "/batches",
+        operation_id="createBatch",
+        summary="Post up to 1 000 issue, redeem and transfer operations, each on its own",
+        description="Operations apply in order, each with its own outcome (201, or the problem"
+        " it would have had alone, such as 422 insufficient-points or 404 member-not-found) and"
+        " its own `idempotency_key`: an operation whose key has a transaction already replays"
+        " it (`replayed: true`) and posts nothing. A request that is wrong as a whole posts"
+        " nothing. `receipt` is the exchange's signature over the answer without `receipt`.",
+        tags=["operations"],
+        operation_class=IdempotentOperation,
+        responses=_BATCH_PROBLEMS,
+        status_code=200,
+        request_max_body_size=MAX_BATCH_BODY_BYTES,
+    )
+    async def post_batch(
+        self,
+        data: JSONBody[BatchCreate],
+        caller: NamedDependency[PartnerInfo],
+        db_session: NamedDependency[AsyncSession],
+        exchange_keys: NamedDependency[ExchangeKeys],
+    ) -> BatchOut:
+        items = [_item(operation) for operation in data.operations]
+        outcome = await batch.post_batch(db_session, caller, items)
+        return batch_out(exchange_keys, items, outcome)
