@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, func, insert, select, update
+from sqlalchemy import Integer, Table, Uuid, and_, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -132,25 +132,30 @@ async def enrol_member(
     return found, True
 
 
-def _members_query(partner: PartnerInfo) -> Any:
-    """Members of ``partner`` with their account and the issuance shard each meets."""
-    member_account = account_t.alias("member_account")
-    issuance = account_t.alias("issuance")
-    return (
-        select(member_t.c.member_ref, member_t.c.id, member_account.c.id, issuance.c.id)
-        .select_from(member_t)
-        .join(member_account, member_account.c.member_id == member_t.c.id)
-        .join(
-            issuance,
-            and_(
-                issuance.c.partner_id == member_t.c.partner_id,
-                issuance.c.kind == "issuance",
-                issuance.c.member_id.is_(None),
-                issuance.c.shard == member_account.c.id % partner.shards,
-            ),
-        )
-        .where(member_t.c.partner_id == partner.id)
+# Built once: aliasing a table copies every column, and building this query on each request
+# cost more than running it. The partner and its shard count are bound parameters.
+_member_account = account_t.alias("member_account")
+_issuance = account_t.alias("issuance")
+_MEMBERS = (
+    select(member_t.c.member_ref, member_t.c.id, _member_account.c.id, _issuance.c.id)
+    .select_from(member_t)
+    .join(_member_account, _member_account.c.member_id == member_t.c.id)
+    .join(
+        _issuance,
+        and_(
+            _issuance.c.partner_id == member_t.c.partner_id,
+            _issuance.c.kind == "issuance",
+            _issuance.c.member_id.is_(None),
+            _issuance.c.shard == _member_account.c.id % bindparam("shards", type_=Integer),
+        ),
     )
+    .where(member_t.c.partner_id == bindparam("partner_id", type_=Uuid))
+)
+_ONE_MEMBER = _MEMBERS.where(member_t.c.member_ref == bindparam("member_ref"))
+
+
+def _scope(partner: PartnerInfo) -> dict[str, Any]:
+    return {"partner_id": partner.id, "shards": partner.shards}
 
 
 async def _find_member(
@@ -158,7 +163,7 @@ async def _find_member(
 ) -> MemberAccount | None:
     """The member's account and the issuance shard it meets, in one query."""
     row = (
-        await session.execute(_members_query(partner).where(member_t.c.member_ref == member_ref))
+        await session.execute(_ONE_MEMBER, {**_scope(partner), "member_ref": member_ref})
     ).first()
     if row is None:
         return None
@@ -174,7 +179,7 @@ async def find_members(
     wanted = sorted({check_member_ref(ref) for ref in member_refs})
     if not wanted:
         return {}
-    rows = await session.execute(_members_query(partner).where(member_t.c.member_ref.in_(wanted)))
+    rows = await session.execute(_MEMBERS.where(member_t.c.member_ref.in_(wanted)), _scope(partner))
     return {
         ref: MemberAccount(member_id, ref, account, issuance)
         for ref, member_id, account, issuance in rows
