@@ -195,6 +195,32 @@ async def get_member(session: AsyncSession, partner: PartnerInfo, member_ref: st
     return found
 
 
+def _issuance_spec(
+    kind: str,
+    direction: int,
+    partner: PartnerInfo,
+    member: MemberAccount,
+    points: int,
+    *,
+    reference: str | None,
+    idempotency_key: str | None,
+    batch_id: uuid.UUID | None,
+) -> TransactionSpec:
+    """The member's ``direction * points`` against the brand's issuance shard."""
+    check_points(points)
+    amount = direction * points
+    return TransactionSpec(
+        kind=kind,
+        partner_id=partner.id,
+        points=points,
+        reference=reference,
+        idempotency_key=idempotency_key,
+        batch_id=batch_id,
+        legs=(Leg(member.account_id, amount), Leg(member.issuance_account_id, -amount)),
+        member_refs={member.account_id: member.member_ref},
+    )
+
+
 def issue_spec(
     partner: PartnerInfo,
     member: MemberAccount,
@@ -205,17 +231,10 @@ def issue_spec(
     batch_id: uuid.UUID | None = None,
 ) -> TransactionSpec:
     """Earn: credit the member, debit the brand's issuance. No I/O: the member is looked up."""
-    check_points(points)
-    return TransactionSpec(
-        kind="issue",
-        partner_id=partner.id,
-        points=points,
-        reference=reference,
-        idempotency_key=idempotency_key,
-        batch_id=batch_id,
-        legs=(Leg(member.account_id, points), Leg(member.issuance_account_id, -points)),
-        member_refs={member.account_id: member.member_ref},
-    )
+    return _issuance_spec(
+        "issue", 1, partner, member, points,
+        reference=reference, idempotency_key=idempotency_key, batch_id=batch_id,
+    )  # fmt: skip
 
 
 def redeem_spec(
@@ -228,17 +247,10 @@ def redeem_spec(
     batch_id: uuid.UUID | None = None,
 ) -> TransactionSpec:
     """Burn: debit the member (never below available), credit the brand's issuance."""
-    check_points(points)
-    return TransactionSpec(
-        kind="redeem",
-        partner_id=partner.id,
-        points=points,
-        reference=reference,
-        idempotency_key=idempotency_key,
-        batch_id=batch_id,
-        legs=(Leg(member.account_id, -points), Leg(member.issuance_account_id, points)),
-        member_refs={member.account_id: member.member_ref},
-    )
+    return _issuance_spec(
+        "redeem", -1, partner, member, points,
+        reference=reference, idempotency_key=idempotency_key, batch_id=batch_id,
+    )  # fmt: skip
 
 
 def check_transfer(from_member_ref: object, to_member_ref: object, points: object) -> None:
