@@ -88,7 +88,10 @@ async def _loops(
         while time.perf_counter() < deadline:
             began = time.perf_counter()
             try:
-                counts[0] += await operation(worker_id, i)
+                # Await first, then add: ``counts[0] += await ...`` reads the count before the
+                # await and writes it back after, losing every other worker's additions.
+                done = await operation(worker_id, i)
+                counts[0] += done
             except Exception as exc:
                 errors[_error_kind(exc)] += 1
             latencies.append((time.perf_counter() - began) * 1000)
