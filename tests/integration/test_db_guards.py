@@ -1,7 +1,8 @@
 """The database itself refuses what must never happen to the ledger, whatever code runs against
 it: postings and transactions cannot be changed or removed (triggers, on both databases), on
-PostgreSQL a transaction whose postings do not sum to zero in each ledger cannot commit (a
-deferred constraint trigger), and CHECK constraints keep member accounts whole.
+PostgreSQL postings that leave a transaction not summing to zero in each ledger cannot be written
+(a statement-level trigger, which sums every transaction an INSERT touches), and CHECK
+constraints keep member accounts whole.
 
 Every statement here goes straight to the database, past the services."""
 
@@ -76,64 +77,88 @@ async def test_the_ledger_cannot_be_truncated(engine: AsyncEngine, sessions: Ses
         )
 
 
-async def _head(engine: AsyncEngine, account_id: int) -> tuple[int, bytes]:
-    async with engine.connect() as connection:
-        row = (
-            await connection.execute(
-                select(account_t.c.seq, account_t.c.head_hash).where(account_t.c.id == account_id)
-            )
-        ).one()
-    return row.seq, bytes(row.head_hash)
+def _leg_rows(
+    transaction_id: uuid.UUID, legs: list[tuple[int, str, int]], heads: dict[int, tuple[int, bytes]]
+) -> list[dict[str, object]]:
+    rows = []
+    for account_id, ledger, amount in legs:
+        seq, head = heads[account_id]
+        rows.append(
+            {
+                "transaction_id": transaction_id,
+                "account_id": account_id,
+                "ledger": ledger,
+                "seq": seq + 1,
+                "amount": amount,
+                "balance_after": amount,
+                "prev_hash": head,
+                "hash": uuid.uuid4().bytes * 2,
+                "created_at": utcnow(),
+            }
+        )
+        heads[account_id] = (seq + 1, uuid.uuid4().bytes * 2)
+    return rows
 
 
-async def commit_directly(
-    engine: AsyncEngine, partner: PartnerInfo, legs: list[tuple[int, str, int]]
-) -> None:
-    """One transaction row and the given postings, written with plain INSERTs, which the
-    database takes; then COMMIT, where the deferred zero-sum trigger has its say."""
-    transaction_id = uuid7()
+async def _last_written(engine: AsyncEngine, account_id: int) -> tuple[int, bytes]:
+    """The account's last posting's seq (these writes bypass the account row's head)."""
     async with engine.connect() as connection:
-        transaction = await connection.begin()
-        await connection.execute(
-            insert(transaction_t).values(
-                id=transaction_id,
-                kind="issue",
-                partner_id=partner.id,
-                points=5,
-                created_at=utcnow(),
+        seq = await connection.scalar(
+            select(func.coalesce(func.max(posting_t.c.seq), 0)).where(
+                posting_t.c.account_id == account_id
             )
         )
-        for account_id, ledger, amount in legs:
-            seq, head = await _head(engine, account_id)
+    return int(seq or 0), ZERO_HASH
+
+
+async def write_directly(
+    engine: AsyncEngine,
+    partner: PartnerInfo,
+    statements: list[list[tuple[int, str, int]]],
+    *,
+    transaction_id: uuid.UUID | None = None,
+) -> uuid.UUID:
+    """A transaction row (unless ``transaction_id`` names one already written) and postings,
+    each inner list one multi-row INSERT, with plain SQL; then COMMIT. The zero-sum trigger has
+    its say at the end of each INSERT."""
+    new = transaction_id is None
+    transaction_id = transaction_id or uuid7()
+    heads = {
+        account_id: await _last_written(engine, account_id)
+        for legs in statements
+        for account_id, _ledger, _amount in legs
+    }
+    async with engine.connect() as connection:
+        transaction = await connection.begin()
+        if new:
             await connection.execute(
-                insert(posting_t).values(
-                    transaction_id=transaction_id,
-                    account_id=account_id,
-                    ledger=ledger,
-                    seq=seq + 1,
-                    amount=amount,
-                    balance_after=amount,
-                    prev_hash=head,
-                    hash=uuid.uuid4().bytes * 2,
+                insert(transaction_t).values(
+                    id=transaction_id,
+                    kind="issue",
+                    partner_id=partner.id,
+                    points=5,
                     created_at=utcnow(),
                 )
             )
-        inside = await connection.scalar(
-            select(func.count()).where(posting_t.c.transaction_id == transaction_id)
-        )
-        assert inside == len(legs)  # every INSERT went in; only the COMMIT is left
+        for legs in statements:
+            # One multi-row VALUES statement (a list of parameter sets would be an executemany:
+            # one statement per row).
+            await connection.execute(
+                insert(posting_t).values(_leg_rows(transaction_id, legs, heads))
+            )
         await transaction.commit()
+    return transaction_id
 
 
 @pytest.mark.postgres_only
-async def test_an_unbalanced_transaction_cannot_commit(
+async def test_an_unbalanced_transaction_cannot_be_written(
     engine: AsyncEngine, sessions: Sessions, sky: PartnerInfo, ledger: dict[str, int]
 ) -> None:
-    """Five points credited to alice out of nowhere: refused at COMMIT, and nothing is left."""
+    """Five points credited to alice out of nowhere: refused, and nothing is left."""
     async with sessions() as s:
         before = await snapshot(s)
     with pytest.raises(IntegrityError, match="does not sum to zero on ledger SKY"):
-        await commit_directly(engine, sky, [(ledger["alice"], "SKY", 5)])
+        await write_directly(engine, sky, [[(ledger["alice"], "SKY", 5)]])
     async with sessions() as s:
         assert await snapshot(s) == before
 
@@ -146,9 +171,62 @@ async def test_a_transaction_must_balance_in_each_ledger(
     async with sessions() as s:
         before = await snapshot(s)
     with pytest.raises(IntegrityError, match="does not sum to zero on ledger"):
-        await commit_directly(
-            engine, sky, [(ledger["alice"], "SKY", 5), (ledger["hana"], "HTL", -5)]
+        await write_directly(
+            engine, sky, [[(ledger["alice"], "SKY", 5), (ledger["hana"], "HTL", -5)]]
         )
+    async with sessions() as s:
+        assert await snapshot(s) == before
+
+
+@pytest.mark.postgres_only
+async def test_a_balanced_transaction_in_one_statement_is_taken(
+    engine: AsyncEngine, sessions: Sessions, sky: PartnerInfo, ledger: dict[str, int]
+) -> None:
+    """The guard's other side: +5 / -5 on SKY in one INSERT is written (so the refusals above
+    are the trigger's doing, not any INSERT's)."""
+    alice = ledger["alice"]
+    async with sessions() as s:
+        issuance = await s.scalar(
+            select(account_t.c.id)
+            .where(account_t.c.partner_id == sky.id, account_t.c.kind == "issuance")
+            .limit(1)
+        )
+    assert issuance is not None
+    transaction_id = await write_directly(engine, sky, [[(alice, "SKY", 5), (issuance, "SKY", -5)]])
+    async with sessions() as s:
+        amounts = (
+            await s.scalars(
+                select(posting_t.c.amount).where(posting_t.c.transaction_id == transaction_id)
+            )
+        ).all()
+    assert sorted(amounts) == [-5, 5]
+
+
+@pytest.mark.postgres_only
+async def test_a_transaction_is_written_whole_or_not_at_all(
+    engine: AsyncEngine, sessions: Sessions, sky: PartnerInfo, ledger: dict[str, int]
+) -> None:
+    """Balanced legs split over two INSERTs are refused at the first; a posting added later to a
+    transaction already written (balanced, committed) is refused too. Nothing is left of
+    either."""
+    alice = ledger["alice"]
+    async with sessions() as s:
+        issuance = await s.scalar(
+            select(account_t.c.id)
+            .where(account_t.c.partner_id == sky.id, account_t.c.kind == "issuance")
+            .limit(1)
+        )
+        assert issuance is not None
+        before = await snapshot(s)
+    with pytest.raises(IntegrityError, match="does not sum to zero on ledger SKY"):
+        await write_directly(engine, sky, [[(alice, "SKY", 5)], [(issuance, "SKY", -5)]])
+    async with sessions() as s:
+        assert await snapshot(s) == before
+    written = await write_directly(engine, sky, [[(alice, "SKY", 5), (issuance, "SKY", -5)]])
+    async with sessions() as s:
+        before = await snapshot(s)
+    with pytest.raises(IntegrityError, match=f"transaction {written} does not sum to zero"):
+        await write_directly(engine, sky, [[(alice, "SKY", 1)]], transaction_id=written)
     async with sessions() as s:
         assert await snapshot(s) == before
 
