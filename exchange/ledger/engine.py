@@ -42,7 +42,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, insert, select, update
+from sqlalchemy import ColumnElement, Table, any_, bindparam, func, insert, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -164,7 +164,7 @@ async def _release_expired_holds(
     if not account_ids:
         return {}
     conditions = [
-        hold_t.c.account_id.in_(account_ids),
+        one_of(session, hold_t.c.account_id, account_ids),
         hold_t.c.status == "active",
         hold_t.c.expires_at <= now,
     ]
@@ -184,6 +184,19 @@ async def _release_expired_holds(
 
 def _is_postgres(session: AsyncSession) -> bool:
     return session.get_bind().dialect.name == "postgresql"
+
+
+def one_of(session: AsyncSession, column: Any, values: Sequence[Any]) -> ColumnElement[bool]:
+    """``column IN values``; on PostgreSQL ``column = ANY(:array)``, one bound array, so that the
+    statement's text (and asyncpg's prepared statement for it) is the same however many values
+    there are. ``IN`` expands to one parameter per value: a new statement to compile and prepare
+    for every length, and a thousand parameters to render for a batch."""
+    if _is_postgres(session):
+        return cast(
+            ColumnElement[bool],
+            column == any_(bindparam(None, list(values), type_=ARRAY(column.type))),
+        )
+    return cast(ColumnElement[bool], column.in_(values))
 
 
 def _unnested(table: Table, columns: Mapping[str, list[Any]]) -> Any:
@@ -356,7 +369,7 @@ async def post_transactions(
                 account_t.c.seq,
                 account_t.c.head_hash,
             )
-            .where(account_t.c.id.in_(touched))
+            .where(one_of(session, account_t.c.id, touched))
             .order_by(account_t.c.id)
             .with_for_update()
         )

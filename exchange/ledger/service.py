@@ -37,6 +37,7 @@ from exchange.ledger.engine import (
     PostedTransaction,
     TransactionSpec,
     active_held,
+    one_of,
     post_transaction,
 )
 from exchange.ledger.models import Account, Hold, LedgerTransaction, Member, Posting
@@ -179,7 +180,9 @@ async def find_members(
     wanted = sorted({check_member_ref(ref) for ref in member_refs})
     if not wanted:
         return {}
-    rows = await session.execute(_MEMBERS.where(member_t.c.member_ref.in_(wanted)), _scope(partner))
+    rows = await session.execute(
+        _MEMBERS.where(one_of(session, member_t.c.member_ref, wanted)), _scope(partner)
+    )
     return {
         ref: MemberAccount(member_id, ref, account, issuance)
         for ref, member_id, account, issuance in rows
