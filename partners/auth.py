@@ -26,7 +26,7 @@ from litestar.datastructures import Headers
 from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, HTTPScope, Receive, Scope, Send
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -136,27 +136,45 @@ def raw_path(scope: HTTPScope) -> str:
     return raw.split(b"?", 1)[0].decode("latin-1")
 
 
+# Built once (they run on every request); see exchange.ledger.engine on why.
+_ACTIVE_KEYS = (
+    select(
+        PartnerKey.id,
+        PartnerKey.alg,
+        PartnerKey.public_key,
+        PartnerKey.secret_nonce,
+        PartnerKey.secret_ciphertext,
+        Partner.id.label("partner_id"),
+        Partner.kind,
+        Partner.name,
+        Partner.currency,
+        Partner.shards,
+        Partner.min_donation_points,
+    )
+    .join(Partner, Partner.id == PartnerKey.partner_id)
+    .where(PartnerKey.id.in_(bindparam("key_ids", expanding=True)), PartnerKey.revoked_at.is_(None))
+)
+
+
+def _nonce_claim(dialect: Any) -> Any:
+    claim = dialect.insert(SignatureNonce).values(
+        key_id=bindparam("key_id"), nonce=bindparam("nonce"), expires_at=bindparam("expires_at")
+    )
+    return claim.on_conflict_do_update(
+        index_elements=[SignatureNonce.key_id, SignatureNonce.nonce],
+        set_={"expires_at": claim.excluded.expires_at},
+        where=SignatureNonce.expires_at <= bindparam("now"),
+    )
+
+
+_NONCE_CLAIMS = {"postgresql": _nonce_claim(postgresql), "sqlite": _nonce_claim(sqlite)}
+
+
 async def _active_keys(
     conn: AsyncConnection, key_ids: set[str], master_key: bytes
 ) -> tuple[dict[str, VerifyKey], dict[str, PartnerInfo]]:
     """The keys among ``key_ids`` that are not revoked, with their partners, in one query."""
-    rows = await conn.execute(
-        select(
-            PartnerKey.id,
-            PartnerKey.alg,
-            PartnerKey.public_key,
-            PartnerKey.secret_nonce,
-            PartnerKey.secret_ciphertext,
-            Partner.id.label("partner_id"),
-            Partner.kind,
-            Partner.name,
-            Partner.currency,
-            Partner.shards,
-            Partner.min_donation_points,
-        )
-        .join(Partner, Partner.id == PartnerKey.partner_id)
-        .where(PartnerKey.id.in_(sorted(key_ids)), PartnerKey.revoked_at.is_(None))
-    )
+    rows = await conn.execute(_ACTIVE_KEYS, {"key_ids": sorted(key_ids)})
     keys: dict[str, VerifyKey] = {}
     partners: dict[str, PartnerInfo] = {}
     for row in rows:
@@ -186,16 +204,14 @@ async def _claim_nonce(conn: AsyncConnection, verified: VerifiedSignature, now: 
     expires_at = dt.datetime.fromtimestamp(
         verified.created + MAX_AGE_SECONDS + NONCE_MARGIN_SECONDS, dt.UTC
     )
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    claim = dialect.insert(SignatureNonce).values(
-        key_id=verified.key_id, nonce=verified.nonce, expires_at=expires_at
-    )
-    upsert = claim.on_conflict_do_update(
-        index_elements=[SignatureNonce.key_id, SignatureNonce.nonce],
-        set_={"expires_at": claim.excluded.expires_at},
-        where=SignatureNonce.expires_at <= dt.datetime.fromtimestamp(now, dt.UTC),
-    )
-    if (await conn.execute(upsert)).rowcount != 1:
+    upsert = _NONCE_CLAIMS[conn.dialect.name]
+    values = {
+        "key_id": verified.key_id,
+        "nonce": verified.nonce,
+        "expires_at": expires_at,
+        "now": dt.datetime.fromtimestamp(now, dt.UTC),
+    }
+    if (await conn.execute(upsert, values)).rowcount != 1:
         raise SignatureInvalid(f"nonce {verified.nonce!r} already used with this key")
 
 

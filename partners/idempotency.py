@@ -43,7 +43,7 @@ from litestar.types import (
     Send,
 )
 from litestar.utils.scope.state import ScopeState
-from sqlalchemy import delete, insert, select, text
+from sqlalchemy import bindparam, delete, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from exchange.api.problems import from_domain_error, internal_error, send_problem
@@ -125,30 +125,32 @@ class StoredResponse:
     body: bytes
 
 
+# Built once: every POST runs them (see exchange.ledger.engine on why).
+_TRY_LOCK = text("SELECT pg_try_advisory_xact_lock(hashtextextended(:scope, 0))")
+_RECORD = select(
+    IdempotencyRecord.fingerprint,
+    IdempotencyRecord.response_status,
+    IdempotencyRecord.response_content_type,
+    IdempotencyRecord.response_body,
+    IdempotencyRecord.expires_at,
+).where(
+    IdempotencyRecord.partner_id == bindparam("partner_id"),
+    IdempotencyRecord.key == bindparam("key"),
+)
+_INSERT_RECORD = insert(IdempotencyRecord)
+
+
 async def claim_key(
     session: AsyncSession, partner_id: Any, key: str, fingerprint: bytes
 ) -> StoredResponse | None:
     """Take the key for this request, or return the answer to replay (see the module note)."""
     if session.get_bind().dialect.name == "postgresql":
-        granted = await session.scalar(
-            text("SELECT pg_try_advisory_xact_lock(hashtextextended(:scope, 0))"),
-            {"scope": f"idempotency:{partner_id}:{key}"},
-        )
+        granted = await session.scalar(_TRY_LOCK, {"scope": f"idempotency:{partner_id}:{key}"})
         if not granted:
             raise IdempotencyInFlight(
                 "the first request with this key has not finished; retry in a moment"
             )
-    row = (
-        await session.execute(
-            select(
-                IdempotencyRecord.fingerprint,
-                IdempotencyRecord.response_status,
-                IdempotencyRecord.response_content_type,
-                IdempotencyRecord.response_body,
-                IdempotencyRecord.expires_at,
-            ).where(IdempotencyRecord.partner_id == partner_id, IdempotencyRecord.key == key)
-        )
-    ).first()
+    row = (await session.execute(_RECORD, {"partner_id": partner_id, "key": key})).first()
     if row is None:
         return None
     if row.expires_at <= utcnow():
@@ -174,16 +176,17 @@ async def record_response(
 ) -> None:
     now = utcnow()
     await session.execute(
-        insert(IdempotencyRecord).values(
-            partner_id=partner_id,
-            key=key,
-            fingerprint=fingerprint,
-            response_status=response.status,
-            response_content_type=response.content_type,
-            response_body=response.body,
-            created_at=now,
-            expires_at=now + RETENTION,
-        )
+        _INSERT_RECORD,
+        {
+            "partner_id": partner_id,
+            "key": key,
+            "fingerprint": fingerprint,
+            "response_status": response.status,
+            "response_content_type": response.content_type,
+            "response_body": response.body,
+            "created_at": now,
+            "expires_at": now + RETENTION,
+        },
     )
 
 

@@ -11,7 +11,7 @@ import datetime as dt
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import and_, join, outerjoin, select
+from sqlalchemy import and_, bindparam, join, outerjoin, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from exchange.base import utcnow
@@ -47,43 +47,46 @@ class TransactionView:
     postings: tuple[PostingView, ...]
 
 
+# Built once: it is read back after every posting request, and building and keying a statement
+# of this size costs more than running it.
+_OWN_POSTINGS = join(
+    Posting,
+    Account,
+    and_(Account.id == Posting.account_id, Account.partner_id == bindparam("caller_id")),
+).outerjoin(Member, Member.id == Account.member_id)
+_TRANSACTION = (
+    select(
+        LedgerTransaction.kind,
+        LedgerTransaction.partner_id,
+        LedgerTransaction.points,
+        LedgerTransaction.reference,
+        LedgerTransaction.reverses_id,
+        LedgerTransaction.hold_id,
+        LedgerTransaction.created_at,
+        Posting.account_id,
+        Account.kind.label("account_kind"),
+        Member.member_ref,
+        Posting.ledger,
+        Posting.seq,
+        Posting.amount,
+        Posting.balance_after,
+        Posting.hash,
+    )
+    .select_from(
+        outerjoin(LedgerTransaction, _OWN_POSTINGS, Posting.transaction_id == LedgerTransaction.id)
+    )
+    .where(LedgerTransaction.id == bindparam("transaction_id"))
+    .order_by(Posting.id)
+)
+
+
 async def transaction_view(
     session: AsyncSession, caller: PartnerInfo, transaction_id: uuid.UUID
 ) -> TransactionView:
     """The transaction with the postings on the caller's accounts, in posting order."""
-    own_postings = join(
-        Posting,
-        Account,
-        and_(Account.id == Posting.account_id, Account.partner_id == caller.id),
-    ).outerjoin(Member, Member.id == Account.member_id)
     rows = (
         await session.execute(
-            select(
-                LedgerTransaction.kind,
-                LedgerTransaction.partner_id,
-                LedgerTransaction.points,
-                LedgerTransaction.reference,
-                LedgerTransaction.reverses_id,
-                LedgerTransaction.hold_id,
-                LedgerTransaction.created_at,
-                Posting.account_id,
-                Account.kind.label("account_kind"),
-                Member.member_ref,
-                Posting.ledger,
-                Posting.seq,
-                Posting.amount,
-                Posting.balance_after,
-                Posting.hash,
-            )
-            .select_from(
-                outerjoin(
-                    LedgerTransaction,
-                    own_postings,
-                    Posting.transaction_id == LedgerTransaction.id,
-                )
-            )
-            .where(LedgerTransaction.id == transaction_id)
-            .order_by(Posting.id)
+            _TRANSACTION, {"caller_id": caller.id, "transaction_id": transaction_id}
         )
     ).all()
     postings = tuple(

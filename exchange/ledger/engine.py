@@ -182,6 +182,30 @@ async def _release_expired_holds(
     return freed
 
 
+_LOCKED_COLUMNS = (
+    account_t.c.id,
+    account_t.c.ledger,
+    account_t.c.kind,
+    account_t.c.balance,
+    account_t.c.held,
+    account_t.c.seq,
+    account_t.c.head_hash,
+)
+_LOCK = (
+    select(*_LOCKED_COLUMNS)
+    .where(account_t.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(account_t.c.id)
+    .with_for_update()
+)
+_LOCK_PG = (
+    select(*_LOCKED_COLUMNS)
+    .where(account_t.c.id == any_(bindparam("ids", type_=ARRAY(account_t.c.id.type))))
+    .order_by(account_t.c.id)
+    .with_for_update()
+)
+"""Every account a posting touches, locked in id order (one array on PostgreSQL)."""
+
+
 def _is_postgres(session: AsyncSession) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
@@ -199,7 +223,7 @@ def one_of(session: AsyncSession, column: Any, values: Sequence[Any]) -> ColumnE
     return cast(ColumnElement[bool], column.in_(values))
 
 
-def _unnested(table: Table, columns: Mapping[str, list[Any]]) -> Any:
+def _unnested(table: Table, columns: Iterable[str]) -> Any:
     """``unnest(:a_x, :a_y, ...) AS v(x, y, ...)``: the columns, each bound as one array."""
     arrays = [bindparam(f"a_{name}", type_=ARRAY(table.c[name].type)) for name in columns]
     return func.unnest(*arrays).table_valued(*columns).render_derived()
@@ -211,6 +235,25 @@ def _arrays(columns: Mapping[str, list[Any]]) -> dict[str, list[Any]]:
 
 def _rows(columns: Mapping[str, list[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+
+
+# Statements are built once per shape and kept: building a SQLAlchemy statement and computing its
+# cache key costs more than executing it, and these run on every posting request.
+_STATEMENTS: dict[tuple[Any, ...], Any] = {}
+
+
+def _insert_statement(table: Table, columns: tuple[str, ...], constants: tuple[str, ...]) -> Any:
+    key = ("insert", table.name, columns, constants)
+    statement = _STATEMENTS.get(key)
+    if statement is None:
+        rows = _unnested(table, columns)
+        values = [
+            *(rows.c[name] for name in columns),
+            *(bindparam(f"c_{name}", type_=table.c[name].type) for name in constants),
+        ]
+        statement = insert(table).from_select([*columns, *constants], select(*values))
+        _STATEMENTS[key] = statement
+    return statement
 
 
 async def _insert(
@@ -226,16 +269,10 @@ async def _insert(
     if not _is_postgres(session):
         await session.execute(insert(table), [{**row, **constants} for row in _rows(columns)])
         return
-    rows = _unnested(table, columns)
-    values = [
-        *(rows.c[name] for name in columns),
-        *(
-            bindparam(f"c_{name}", value, type_=table.c[name].type)
-            for name, value in constants.items()
-        ),
-    ]
+    statement = _insert_statement(table, tuple(columns), tuple(constants))
     await session.execute(
-        insert(table).from_select([*columns, *constants], select(*values)), _arrays(columns)
+        statement,
+        {**_arrays(columns), **{f"c_{name}": value for name, value in constants.items()}},
     )
 
 
@@ -250,13 +287,17 @@ async def _update_heads(session: AsyncSession, columns: Mapping[str, list[Any]])
             [{f"b_{name}": value for name, value in row.items()} for row in _rows(columns)],
         )
         return
-    heads = _unnested(account_t, columns)
-    await session.execute(
-        update(account_t)
-        .where(account_t.c.id == heads.c.id)
-        .values({name: heads.c[name] for name in values}),
-        _arrays(columns),
-    )
+    key = ("heads", tuple(columns))
+    statement = _STATEMENTS.get(key)
+    if statement is None:
+        heads = _unnested(account_t, columns)
+        statement = (
+            update(account_t)
+            .where(account_t.c.id == heads.c.id)
+            .values({name: heads.c[name] for name in values})
+        )
+        _STATEMENTS[key] = statement
+    await session.execute(statement, _arrays(columns))
 
 
 async def post_transaction(session: AsyncSession, spec: TransactionSpec) -> PostedTransaction:
@@ -358,22 +399,8 @@ async def post_transactions(
         {leg.account_id for spec in specs for leg in spec.legs}
         | {account_id for spec in specs for account_id in spec.held_changes}
     )
-    locked = (
-        await session.execute(
-            select(
-                account_t.c.id,
-                account_t.c.ledger,
-                account_t.c.kind,
-                account_t.c.balance,
-                account_t.c.held,
-                account_t.c.seq,
-                account_t.c.head_hash,
-            )
-            .where(one_of(session, account_t.c.id, touched))
-            .order_by(account_t.c.id)
-            .with_for_update()
-        )
-    ).all()
+    lock = _LOCK_PG if _is_postgres(session) else _LOCK
+    locked = (await session.execute(lock, {"ids": touched})).all()
     if len(locked) != len(touched):
         raise LookupError(f"unknown accounts among {touched}")
     ledgers = {row.id: row.ledger for row in locked}
