@@ -43,7 +43,7 @@ from litestar.types import (
     Send,
 )
 from litestar.utils.scope.state import ScopeState
-from sqlalchemy import bindparam, delete, insert, select, text
+from sqlalchemy import Table, bindparam, delete, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from exchange.api.problems import from_domain_error, internal_error, send_problem
@@ -137,7 +137,7 @@ _RECORD = select(
     IdempotencyRecord.partner_id == bindparam("partner_id"),
     IdempotencyRecord.key == bindparam("key"),
 )
-_INSERT_RECORD = insert(IdempotencyRecord)
+_INSERT_RECORD = insert(cast(Table, IdempotencyRecord.__table__))  # Core: the ORM path costs more
 
 
 async def claim_key(
