@@ -134,6 +134,8 @@ class Posting(Base):
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    # On PostgreSQL the posting statement trigger checks that the transaction exists, once per
+    # INSERT (migration 0006), instead of this foreign key's check per row.
     transaction_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("ledger_transaction.id"))
     account_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("account.id"))
     ledger: Mapped[str] = mapped_column(String(16))

@@ -1,5 +1,6 @@
 """The zero-sum guard checks each INSERT statement of postings once, set-based, instead of one
-deferred query per posting row at COMMIT.
+deferred query per posting row at COMMIT; the same check makes sure every posting's transaction
+exists, in place of the per-row foreign key.
 
 The per-row constraint trigger ran a query per posting when the transaction committed: for a
 batch of a thousand operations, about 2 500 queries inside COMMIT, which was the largest part of
@@ -10,6 +11,13 @@ postings of a transaction (and of a batch) with one statement, so this holds for
 posts; a transaction split over several statements, or a posting added later to a transaction
 already written, is refused at once. PostgreSQL only: SQLite has no transition tables, and the
 engine's own check is its guard there.
+
+The foreign key from ``posting.transaction_id`` ran one lookup per posting row, and its plan is
+made once per connection: a connection that first checked while ``ledger_transaction`` was small
+kept a sequential scan for good, and a batch of 2 000 postings then spent 1 to 2 seconds in it.
+The trigger checks the statement's transactions in one query. Its function runs with
+``enable_seqscan`` off, so that its plans (also made once per connection) take the indexes
+however small the tables were when they were made.
 
 Revision ID: 0006
 Revises: 0005
@@ -34,6 +42,17 @@ STATEMENT_GUARD = [
         bad_transaction uuid;
         bad_ledger text;
     BEGIN
+        SELECT touched.transaction_id INTO bad_transaction
+        FROM (SELECT DISTINCT transaction_id FROM new_postings) AS touched
+        WHERE NOT EXISTS (
+            SELECT 1 FROM ledger_transaction t WHERE t.id = touched.transaction_id
+        )
+        LIMIT 1;
+        IF FOUND THEN
+            RAISE EXCEPTION 'postings refer to transaction %, which does not exist',
+                bad_transaction
+                USING ERRCODE = 'foreign_key_violation';
+        END IF;
         -- Per transaction touched, its postings through the transaction_id index (LATERAL:
         -- the planner knows nothing of the transition table's size and would otherwise
         -- scan the whole posting table for a batch).
@@ -54,6 +73,7 @@ STATEMENT_GUARD = [
         END IF;
         RETURN NULL;
     END $$
+    SET enable_seqscan = off
     """,
     """
     CREATE TRIGGER posting_zero_sum_statement AFTER INSERT ON posting
@@ -92,6 +112,7 @@ def upgrade() -> None:
         return
     op.execute("DROP TRIGGER posting_zero_sum ON posting")
     op.execute("DROP FUNCTION ledger_check_zero_sum()")
+    op.drop_constraint("fk_posting_transaction_id_ledger_transaction", "posting")
     for statement in STATEMENT_GUARD:
         op.execute(statement)
 
@@ -101,5 +122,12 @@ def downgrade() -> None:
         return
     op.execute("DROP TRIGGER posting_zero_sum_statement ON posting")
     op.execute("DROP FUNCTION ledger_check_zero_sum_statement()")
+    op.create_foreign_key(
+        "fk_posting_transaction_id_ledger_transaction",
+        "posting",
+        "ledger_transaction",
+        ["transaction_id"],
+        ["id"],
+    )
     for statement in ROW_GUARD:
         op.execute(statement)

@@ -284,3 +284,29 @@ async def test_a_posting_of_zero_is_refused(
             )
     async with sessions() as s:
         assert await s.scalar(select(func.count()).select_from(posting_t)) == 6
+
+
+@pytest.mark.postgres_only
+async def test_postings_of_a_transaction_that_does_not_exist_are_refused(
+    engine: AsyncEngine, sessions: Sessions, sky: PartnerInfo, ledger: dict[str, int]
+) -> None:
+    """Balanced postings, but no transaction row: the statement trigger's existence check (in
+    place of a per-row foreign key) refuses them, and nothing is left."""
+    async with sessions() as s:
+        issuance = await s.scalar(
+            select(account_t.c.id)
+            .where(account_t.c.partner_id == sky.id, account_t.c.kind == "issuance")
+            .limit(1)
+        )
+        assert issuance is not None
+        before = await snapshot(s)
+    nowhere = uuid7()
+    with pytest.raises(IntegrityError, match=f"transaction {nowhere}, which does not exist"):
+        await write_directly(
+            engine,
+            sky,
+            [[(ledger["alice"], "SKY", 5), (issuance, "SKY", -5)]],
+            transaction_id=nowhere,
+        )
+    async with sessions() as s:
+        assert await snapshot(s) == before
