@@ -13,15 +13,19 @@ class DomainError(Exception):
     status: ClassVar[int] = 422
     title: ClassVar[str] = "The request was refused"
 
+    status_code: ClassVar[int] = 422
+    """``status`` again, on the class: Litestar's exception logging looks up ``status_code`` on
+    the exception's class, and leaves the statuses in ``disable_stack_trace`` (refusals, which
+    are answers, not incidents) out of the error log."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.status_code = cls.status
+
     def __init__(self, detail: str, **extra: Any) -> None:
         super().__init__(detail)
         self.detail = detail
         self.extra = extra
-
-    @property
-    def status_code(self) -> int:
-        """The name Litestar's logging looks for when it decides what needs a stack trace."""
-        return self.status
 
 
 class InvalidAmount(DomainError):
