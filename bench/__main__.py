@@ -65,7 +65,12 @@ def _parse() -> argparse.Namespace:
         default="1000000,10000000",
         help="sizes of the settled day for d (and e), comma-separated",
     )
-    parser.add_argument("--batch-size", type=int, default=100, help="operations per batch")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=1000,
+        help="operations per batch (the API allows up to 1 000)",
+    )
     parser.add_argument(
         "--settle-budget-minutes",
         type=float,
