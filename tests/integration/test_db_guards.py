@@ -29,14 +29,19 @@ transaction_t = LedgerTransaction.__table__
 
 @pytest.fixture
 async def ledger(sessions: Sessions, sky: PartnerInfo, htl: PartnerInfo) -> dict[str, int]:
-    """alice: 100 SKY issued, 40 redeemed; hana: 10 HTL. Returns the member account ids."""
+    """alice: 100 SKY issued, 40 redeemed; hana: 10 HTL. Returns the member account ids, and
+    the id of the issuance shard alice meets (``sky_issuance``)."""
     async with sessions() as s, s.begin():
         alice, _ = await service.enrol_member(s, sky, "alice")
         await service.issue(s, sky, "alice", 100)
         await service.redeem(s, sky, "alice", 40)
         hana, _ = await service.enrol_member(s, htl, "hana")
         await service.issue(s, htl, "hana", 10)
-    return {"alice": alice.account_id, "hana": hana.account_id}
+    return {
+        "alice": alice.account_id,
+        "hana": hana.account_id,
+        "sky_issuance": alice.issuance_account_id,
+    }
 
 
 async def assert_refused_by_database(
@@ -184,14 +189,7 @@ async def test_a_balanced_transaction_in_one_statement_is_taken(
 ) -> None:
     """The guard's other side: +5 / -5 on SKY in one INSERT is written (so the refusals above
     are the trigger's doing, not any INSERT's)."""
-    alice = ledger["alice"]
-    async with sessions() as s:
-        issuance = await s.scalar(
-            select(account_t.c.id)
-            .where(account_t.c.partner_id == sky.id, account_t.c.kind == "issuance")
-            .limit(1)
-        )
-    assert issuance is not None
+    alice, issuance = ledger["alice"], ledger["sky_issuance"]
     transaction_id = await write_directly(engine, sky, [[(alice, "SKY", 5), (issuance, "SKY", -5)]])
     async with sessions() as s:
         amounts = (
@@ -209,14 +207,8 @@ async def test_a_transaction_is_written_whole_or_not_at_all(
     """Balanced legs split over two INSERTs are refused at the first; a posting added later to a
     transaction already written (balanced, committed) is refused too. Nothing is left of
     either."""
-    alice = ledger["alice"]
+    alice, issuance = ledger["alice"], ledger["sky_issuance"]
     async with sessions() as s:
-        issuance = await s.scalar(
-            select(account_t.c.id)
-            .where(account_t.c.partner_id == sky.id, account_t.c.kind == "issuance")
-            .limit(1)
-        )
-        assert issuance is not None
         before = await snapshot(s)
     with pytest.raises(IntegrityError, match="does not sum to zero on ledger SKY"):
         await write_directly(engine, sky, [[(alice, "SKY", 5)], [(issuance, "SKY", -5)]])
@@ -292,13 +284,8 @@ async def test_postings_of_a_transaction_that_does_not_exist_are_refused(
 ) -> None:
     """Balanced postings, but no transaction row: the statement trigger's existence check (in
     place of a per-row foreign key) refuses them, and nothing is left."""
+    issuance = ledger["sky_issuance"]
     async with sessions() as s:
-        issuance = await s.scalar(
-            select(account_t.c.id)
-            .where(account_t.c.partner_id == sky.id, account_t.c.kind == "issuance")
-            .limit(1)
-        )
-        assert issuance is not None
         before = await snapshot(s)
     nowhere = uuid7()
     with pytest.raises(IntegrityError, match=f"transaction {nowhere}, which does not exist"):
