@@ -74,6 +74,7 @@ STATEMENT_GUARD = [
         RETURN NULL;
     END $$
     SET enable_seqscan = off
+    SET search_path FROM CURRENT
     """,
     """
     CREATE TRIGGER posting_zero_sum_statement AFTER INSERT ON posting
@@ -110,6 +111,14 @@ ROW_GUARD = [
 def upgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
+    # The function is created with the search path it must keep (``SET search_path FROM
+    # CURRENT``): this schema, then the catalog, then the session's temporary schema last, so
+    # that a temporary table named ``posting`` or ``ledger_transaction`` cannot stand in for
+    # the real one inside the check.
+    op.execute(
+        "SELECT set_config('search_path',"
+        " quote_ident(current_schema()) || ', pg_catalog, pg_temp', true)"
+    )
     op.execute("DROP TRIGGER posting_zero_sum ON posting")
     op.execute("DROP FUNCTION ledger_check_zero_sum()")
     op.drop_constraint("fk_posting_transaction_id_ledger_transaction", "posting")

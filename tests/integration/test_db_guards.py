@@ -297,3 +297,28 @@ async def test_postings_of_a_transaction_that_does_not_exist_are_refused(
         )
     async with sessions() as s:
         assert await snapshot(s) == before
+
+
+@pytest.mark.postgres_only
+async def test_a_temporary_table_cannot_stand_in_for_the_transactions(
+    engine: AsyncEngine, sessions: Sessions, ledger: dict[str, int]
+) -> None:
+    """The trigger's function keeps its own search path (the session's temporary schema last):
+    a TEMP table named ``ledger_transaction`` holding a made-up id does not satisfy it."""
+    nowhere = uuid7()
+    heads = {
+        account_id: await _last_written(engine, account_id)
+        for account_id in (ledger["alice"], ledger["sky_issuance"])
+    }
+    legs = [(ledger["alice"], "SKY", 5), (ledger["sky_issuance"], "SKY", -5)]
+    async with sessions() as s:
+        before = await snapshot(s)
+    with pytest.raises(IntegrityError, match=f"transaction {nowhere}, which does not exist"):
+        async with engine.connect() as connection, connection.begin():
+            await connection.execute(text("CREATE TEMP TABLE ledger_transaction (id uuid)"))
+            await connection.execute(
+                text("INSERT INTO pg_temp.ledger_transaction VALUES (:id)"), {"id": nowhere}
+            )
+            await connection.execute(insert(posting_t).values(_leg_rows(nowhere, legs, heads)))
+    async with sessions() as s:
+        assert await snapshot(s) == before
