@@ -11,6 +11,7 @@ in the number of postings, which are streamed in id order (every account's seq o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import re
 import uuid
@@ -181,14 +182,21 @@ async def _verify_in_snapshot(engine: AsyncEngine) -> VerifyReport:
         async with walking.begin(), checking.begin():
             snapshot = await walking.scalar(text("SELECT pg_export_snapshot()"))
             # SET TRANSACTION SNAPSHOT takes no parameters; the id is PostgreSQL's own.
-            assert isinstance(snapshot, str) and _SNAPSHOT_ID.fullmatch(snapshot)
+            if not (isinstance(snapshot, str) and _SNAPSHOT_ID.fullmatch(snapshot)):
+                raise RuntimeError(f"unexpected snapshot id from pg_export_snapshot: {snapshot!r}")
             await checking.execute(text(f"SET TRANSACTION SNAPSHOT '{snapshot}'"))
             checked = VerifyReport()
             checks = asyncio.ensure_future(_set_checks(checking, checked))
             try:
                 await _walk(walking, report)
-            finally:
-                await checks
+            except BaseException:
+                # The walk failed or was cancelled: stop the aggregate too, and let the walk's
+                # error be the one that surfaces.
+                checks.cancel()
+                with contextlib.suppress(BaseException):
+                    await checks
+                raise
+            await checks
     for fault in checked.faults:
         report.add(fault)
     report.faults.sort(key=_fault_order)
@@ -232,31 +240,34 @@ async def _walk(connection: AsyncConnection, report: VerifyReport) -> None:
     # posting that checks out is handled inline with local names; anything else goes to
     # ``_check_posting``, which names the fault.
     sha256, pack, prefix = hashlib.sha256, _POSTING_LAYOUT.pack, _POSTING_PREFIX
-    async for chunk in _chunks(connection, postings):
-        report.postings += len(chunk)
-        for row in chunk:
-            (account_id, posting_id, transaction_id, ledger, seq, amount, balance_after,
-             prev_hash, digest) = row  # fmt: skip
-            walk = walks.get(account_id)
-            if walk is None:
-                report.add(
-                    Fault("orphan", f"posting {posting_id} has no account", account_id, posting_id)
-                )
-            elif (
-                seq == walk.seq + 1
-                and seq <= walk.account[4]
-                and prev_hash == walk.head
-                and balance_after == walk.balance + amount
-                and ledger == walk.account[1]
-                and digest
-                == sha256(
-                    pack(prefix, account_id, seq, transaction_id.bytes, amount, balance_after,
-                         prev_hash)
-                ).digest()
-            ):  # fmt: skip
-                walk.balance, walk.seq, walk.head = balance_after, seq, digest
-            else:
-                _check_posting(walk, row, report)
+    async with contextlib.aclosing(_chunks(connection, postings)) as chunks:
+        async for chunk in chunks:
+            report.postings += len(chunk)
+            for row in chunk:
+                (account_id, posting_id, transaction_id, ledger, seq, amount, balance_after,
+                 prev_hash, digest) = row  # fmt: skip
+                walk = walks.get(account_id)
+                if walk is None:
+                    report.add(
+                        Fault(
+                            "orphan", f"posting {posting_id} has no account", account_id, posting_id
+                        )
+                    )
+                elif (
+                    seq == walk.seq + 1
+                    and seq <= walk.account[4]
+                    and prev_hash == walk.head
+                    and balance_after == walk.balance + amount
+                    and ledger == walk.account[1]
+                    and digest
+                    == sha256(
+                        pack(prefix, account_id, seq, transaction_id.bytes, amount, balance_after,
+                             prev_hash)
+                    ).digest()
+                ):  # fmt: skip
+                    walk.balance, walk.seq, walk.head = balance_after, seq, digest
+                else:
+                    _check_posting(walk, row, report)
     for walk in walks.values():
         _close(walk, report)
 
@@ -322,9 +333,16 @@ async def _chunks(connection: AsyncConnection, query: Select[Any]) -> AsyncItera
     params = [compiled.params[name] for name in compiled.positiontup or ()]
     cursor = await raw.cursor(str(compiled), *params)
     pending = asyncio.ensure_future(cursor.fetch(_CHUNK))
-    while True:
-        chunk = await pending
-        if not chunk:
-            return
-        pending = asyncio.ensure_future(cursor.fetch(_CHUNK))
-        yield chunk
+    try:
+        while True:
+            chunk = await pending
+            if not chunk:
+                return
+            pending = asyncio.ensure_future(cursor.fetch(_CHUNK))
+            yield chunk
+    finally:
+        # Closed early (the caller failed): let the fetch in flight finish, so that the
+        # connection is free for the rollback that follows.
+        if not pending.done():
+            with contextlib.suppress(Exception):
+                await pending
