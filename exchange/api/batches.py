@@ -16,7 +16,6 @@ long as posting the batch. Each transaction's own receipt is ``GET /v1/transacti
 from __future__ import annotations
 
 import base64
-import dataclasses
 
 import msgspec
 from litestar import Controller, post
@@ -27,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from exchange.api.openapi import IdempotentOperation
 from exchange.api.pricing_admin import problem_spec
 from exchange.api.problems import from_domain_error, problem_responses
-from exchange.api.queries import PostingView, TransactionView
+from exchange.api.queries import TransactionView
 from exchange.api.receipts import transaction_out
 from exchange.api.schemas import (
     BalanceOut,
@@ -129,7 +128,7 @@ def _replayed(index: int, key: str, outcome: batch.ItemReplayed) -> BatchItemOut
         reverses_id=None,
         hold_id=None,
         created_at=stored.created_at,
-        postings=tuple(PostingView(**dataclasses.asdict(p)) for p in stored.postings),
+        postings=stored.postings,
     )
     return BatchItemOut(
         index=index,

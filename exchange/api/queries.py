@@ -17,21 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from exchange.base import utcnow
 from exchange.errors import HoldNotFound, TransactionNotFound
 from exchange.ledger.models import Account, Hold, LedgerTransaction, Member, Posting
-from exchange.ledger.service import HoldView
+from exchange.ledger.service import HoldView, PostingView
 from partners.models import Partner
 from partners.service import PartnerInfo
-
-
-@dataclass(frozen=True)
-class PostingView:
-    account_id: int
-    account_kind: str
-    member_ref: str | None
-    ledger: str
-    seq: int
-    amount: int
-    balance_after: int
-    hash: bytes
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ from exchange.ledger.engine import PostedTransaction, TransactionSpec, post_tran
 from exchange.ledger.models import Account, LedgerTransaction, Member, Posting
 from exchange.ledger.service import (
     MemberAccount,
+    PostingView,
     brand_currency,
     check_member_ref,
     check_points,
@@ -102,18 +103,6 @@ class BatchItem:
 
 
 @dataclass(frozen=True)
-class StoredPosting:
-    account_id: int
-    account_kind: str
-    member_ref: str | None
-    ledger: str
-    seq: int
-    amount: int
-    balance_after: int
-    hash: bytes
-
-
-@dataclass(frozen=True)
 class StoredTransaction:
     """A batch item's transaction as the ledger holds it (all its postings are the partner's)."""
 
@@ -124,7 +113,7 @@ class StoredTransaction:
     reference: str | None
     idempotency_key: str
     created_at: dt.datetime
-    postings: tuple[StoredPosting, ...]
+    postings: tuple[PostingView, ...]
 
 
 @dataclass(frozen=True)
@@ -290,9 +279,9 @@ async def stored_items(
         .where(posting_t.c.transaction_id.in_([row.id for row in found]))
         .order_by(posting_t.c.id)
     )
-    postings: dict[uuid.UUID, list[StoredPosting]] = {row.id: [] for row in found}
+    postings: dict[uuid.UUID, list[PostingView]] = {row.id: [] for row in found}
     for transaction_id, *posting in rows:
-        postings[transaction_id].append(StoredPosting(*posting))
+        postings[transaction_id].append(PostingView(*posting))
     return {
         row.idempotency_key: StoredTransaction(
             id=row.id,

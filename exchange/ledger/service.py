@@ -345,6 +345,20 @@ async def transfer(
 
 
 @dataclass(frozen=True)
+class PostingView:
+    """A posting as a partner is shown it: on one of its accounts, with the member's ref."""
+
+    account_id: int
+    account_kind: str
+    member_ref: str | None
+    ledger: str
+    seq: int
+    amount: int
+    balance_after: int
+    hash: bytes
+
+
+@dataclass(frozen=True)
 class HoldView:
     id: uuid.UUID
     member_ref: str
