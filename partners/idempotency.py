@@ -37,7 +37,6 @@ from litestar.types import (
     ASGIApp,
     HTTPResponseStartEvent,
     HTTPScope,
-    Message,
     Receive,
     Scope,
     Send,
@@ -46,6 +45,7 @@ from litestar.utils.scope.state import ScopeState
 from sqlalchemy import Table, bindparam, delete, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from exchange.api.buffering import whole_answer
 from exchange.api.problems import from_domain_error, internal_error, send_problem
 from exchange.base import utcnow
 from exchange.errors import DomainError
@@ -242,21 +242,8 @@ class IdempotencyMiddleware(ASGIMiddleware):
             return
         http["state"]["idempotency_key"] = key
         redact: tuple[str, ...] = http["route_handler"].opt.get(REDACT_OPT, ())
-        start: HTTPResponseStartEvent | None = None
-        chunks: list[bytes] = []
 
-        async def record_then_send(message: Message) -> None:
-            nonlocal start
-            if message["type"] == "http.response.start":
-                start = message
-                return
-            if message["type"] != "http.response.body" or start is None:
-                await send(message)
-                return
-            chunks.append(message.get("body", b""))
-            if message.get("more_body", False):
-                return
-            answer = b"".join(chunks)
+        async def record_then_send(start: HTTPResponseStartEvent, answer: bytes) -> None:
             status = start["status"]
             if 200 <= status < 300:
                 content_type = Headers(start.get("headers") or []).get("content-type", "")
@@ -274,7 +261,7 @@ class IdempotencyMiddleware(ASGIMiddleware):
             await send(start)
             await send({"type": "http.response.body", "body": answer, "more_body": False})
 
-        await next_app(scope, receive, record_then_send)
+        await next_app(scope, receive, whole_answer(send, record_then_send))
 
 
 async def _replay(send: Send, stored: StoredResponse) -> None:

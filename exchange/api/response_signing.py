@@ -7,8 +7,9 @@ from __future__ import annotations
 import time
 
 from litestar.enums import ScopeType
-from litestar.types import ASGIApp, HTTPResponseStartEvent, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, HTTPResponseStartEvent, Receive, Scope, Send
 
+from exchange.api.buffering import whole_answer
 from partners.httpsig import sign_response
 
 
@@ -20,21 +21,8 @@ def sign_responses(app: ASGIApp) -> ASGIApp:
         if scope["type"] != ScopeType.HTTP:
             await app(scope, receive, send)
             return
-        start: HTTPResponseStartEvent | None = None
-        chunks: list[bytes] = []
 
-        async def sign_then_send(message: Message) -> None:
-            nonlocal start
-            if message["type"] == "http.response.start":
-                start = message
-                return
-            if message["type"] != "http.response.body" or start is None:
-                await send(message)
-                return
-            chunks.append(message.get("body", b""))
-            if message.get("more_body", False):
-                return
-            body = b"".join(chunks)
+        async def sign_then_send(start: HTTPResponseStartEvent, body: bytes) -> None:
             keys = scope["app"].state.exchange_keys
             signature = sign_response(
                 status=start["status"],
@@ -52,6 +40,6 @@ def sign_responses(app: ASGIApp) -> ASGIApp:
             await send(signed)
             await send({"type": "http.response.body", "body": body, "more_body": False})
 
-        await app(scope, receive, sign_then_send)
+        await app(scope, receive, whole_answer(send, sign_then_send))
 
     return signed
