@@ -15,7 +15,7 @@ import contextlib
 import hashlib
 import re
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -313,7 +313,9 @@ def _fault_order(fault: Fault) -> tuple[int, int]:
     return (rank, fault.posting_id or 0)
 
 
-async def _chunks(connection: AsyncConnection, query: Select[Any]) -> AsyncIterator[Sequence[Any]]:
+async def _chunks(
+    connection: AsyncConnection, query: Select[Any]
+) -> AsyncGenerator[Sequence[Any], None]:
     """The rows of ``query`` in chunks, memory flat however large the ledger.
 
     On PostgreSQL this reads asyncpg's own server-side cursor and fetches the next chunk while
