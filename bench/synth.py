@@ -124,21 +124,24 @@ class _DayWriter:
             fee_micros = rng.randrange(0, 500_000)
             created = self.start + dt.timedelta(microseconds=offset)
             tx_id = uuid.UUID(bytes=uuid_utils.uuid7().bytes)
+            # The source brand alone owes: the other legs name its account (as the engine does).
+            debited = accounts[(source, shard)]
             legs = [
-                (accounts[(source, shard)], -(out_micros + fee_micros)),
-                (accounts[(target, shard)], out_micros),
+                (debited, -(out_micros + fee_micros), debited),
+                (accounts[(target, shard)], out_micros, debited),
             ]
             if fee_micros:
-                legs.append((accounts[(self.operator_id, shard)], fee_micros))
+                legs.append((accounts[(self.operator_id, shard)], fee_micros, debited))
             transactions.append((tx_id, "convert", source, 1, created))
-            for account_id, amount in legs:
+            for account_id, amount, counterparty in legs:
                 balance, seq, head = heads[account_id]
                 balance += amount
                 seq += 1
-                digest = posting_hash(account_id, seq, tx_id, amount, balance, head)
+                digest = posting_hash(account_id, seq, tx_id, amount, balance, head, counterparty)
                 lines.append(
-                    (tx_id, account_id, "EUR", seq, amount, balance, head, digest, created)
-                )
+                    (tx_id, account_id, "EUR", seq, amount, balance, head, digest, counterparty,
+                     created)
+                )  # fmt: skip
                 heads[account_id] = (balance, seq, digest)
             self.written += len(legs)
             self.transactions += 1
@@ -191,6 +194,7 @@ async def synthesize_money_day(
                     "balance_after",
                     "prev_hash",
                     "hash",
+                    "counterparty_account_id",
                     "created_at",
                 ],
             )

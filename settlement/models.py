@@ -1,9 +1,9 @@
 """Tables of settlement: batches, what each took from the ledger, and what it concluded.
 
 A batch is written in one database transaction, whole or not at all, and never changes after,
-except once: from ``complete`` to ``paid``. The database holds that (see the migration's
-triggers), and ``settlement_entry.posting_id`` being the primary key is what puts a posting in
-exactly one batch.
+except once: from ``complete`` to ``paid``. The database holds that (see the migrations'
+triggers), and the constraints of ``settlement_range`` are what put a posting in exactly one
+batch.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from sqlalchemy import (
     CheckConstraint,
     Date,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     SmallInteger,
@@ -53,7 +54,7 @@ class SettlementBatch(Base):
     currency: Mapped[str] = mapped_column(String(16))
     minor_exponent: Mapped[int] = mapped_column(SmallInteger)
     postings: Mapped[int] = mapped_column(BigInteger, default=0)
-    """How many money postings the batch took (its ``settlement_entry`` rows)."""
+    """How many money postings the batch took, ``settle`` payouts not counted."""
     settle_transaction_id: Mapped[uuid.UUID | None] = mapped_column(
         Uuid, ForeignKey("ledger_transaction.id")
     )
@@ -64,18 +65,12 @@ class SettlementBatch(Base):
 
 
 class SettlementEntry(Base):
-    """A money posting taken by a batch. The primary key on ``posting_id`` is the guarantee that
-    a posting is settled once. The transaction, account and amount are copied from the posting so
-    that a day's arithmetic reads this table alone.
-
-    No foreign keys, on purpose: every row is copied from ``posting`` by the statement that
-    inserts it (postings are never deleted); PostgreSQL checks a foreign key with one queued
-    trigger event per row, which would make a day's memory grow with its volume, and with a
-    ``KEY SHARE`` lock on the row referred to, which would make settlement wait for writers."""
+    """A money posting taken by a batch written before settlement took ranges (migration
+    0007): kept as the record of those batches, and read only so that the first batch after
+    them does not take a posting again. No batch writes here any more; see
+    :class:`SettlementRange`."""
 
     __tablename__ = "settlement_entry"
-    # Rows are only ever appended, a batch at a time, so on PostgreSQL a BRIN index finds a
-    # batch's rows at almost no cost per insert (a B-tree costs about as much as the row).
     __table_args__ = (Index("ix_settlement_entry_batch_id", "batch_id", postgresql_using="brin"),)
 
     posting_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
@@ -85,23 +80,46 @@ class SettlementEntry(Base):
     amount: Mapped[int] = mapped_column(BigInteger)
 
 
-class SettlementCursor(Base):
-    """Per money account, a sequence number up to which every posting is settled (or is a
-    ``settle`` posting) once the batch commits: where the next batch starts looking, so that a
-    day's work follows the day's volume and not the ledger's whole history.
+class SettlementRange(Base):
+    """What a batch took of one money account: its postings with ``seq`` above ``after_seq``
+    (from the first when ``NULL``) up to ``through_seq``.
+
+    The constraints make an account's ranges one chain, so no posting is ever in two batches
+    and none is skipped: a range starts where another ended (the foreign key to the same
+    table), no two start at the same place or end at the same place (the unique constraints,
+    and the partial unique index for the account's first range), and each moves forward (the
+    check). Followed from its one start, the chain covers ``1..through`` of its last range
+    without a gap or an overlap (a cycle cannot close, as every step goes up).
 
     No foreign key to ``account``: checking one takes a ``KEY SHARE`` lock on the account row,
     which waits for, and then holds up, every writer's ``FOR UPDATE`` of it. Settlement never
-    locks the ledger (the accounts are read from ``account`` by the statement that writes the
-    cursors, and accounts are never deleted)."""
+    locks the ledger (accounts are never deleted)."""
 
-    __tablename__ = "settlement_cursor"
-    __table_args__ = (CheckConstraint("through_seq >= 0", name="through_seq"),)
+    __tablename__ = "settlement_range"
+    __table_args__ = (
+        CheckConstraint("after_seq IS NULL OR after_seq >= 1", name="after_seq"),
+        CheckConstraint("through_seq > COALESCE(after_seq, 0)", name="forward"),
+        UniqueConstraint("account_id", "through_seq"),
+        UniqueConstraint("account_id", "after_seq"),
+        Index(
+            "uq_settlement_range_first",
+            "account_id",
+            unique=True,
+            postgresql_where=text("after_seq IS NULL"),
+            sqlite_where=text("after_seq IS NULL"),
+        ),
+        ForeignKeyConstraint(
+            ["account_id", "after_seq"],
+            ["settlement_range.account_id", "settlement_range.through_seq"],
+            name="fk_settlement_range_after_seq_settlement_range",
+        ),
+    )
 
     batch_id: Mapped[int] = mapped_column(
         BigInteger, ForeignKey("settlement_batch.id"), primary_key=True
     )
     account_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    after_seq: Mapped[int | None] = mapped_column(BigInteger)
     through_seq: Mapped[int] = mapped_column(BigInteger)
 
 

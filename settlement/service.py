@@ -2,32 +2,29 @@
 
 Design note
 -----------
-* What a day takes. The batch for business date ``D`` (see ``settlement.calendar``) takes every
-  money posting (ledger = the settlement currency) that no batch has taken yet and that was
-  created before ``cutoff(D)``, except the postings of ``settle`` transactions (the payouts
-  booked by :func:`mark_paid`, which is their only writer and records each on its batch). A
-  posting that commits after the batch was taken, though created before the cutoff, goes to
-  the next batch. ``settlement_entry.posting_id`` is a primary key, so no posting is ever in
-  two batches; and since a transaction's postings share ``created_at`` and commit together,
-  a transaction is never split between two batches.
-* Work follows the day, not the history. Per money account, a cursor (``settlement_cursor``)
-  records a sequence number up to which every posting is settled. An account's postings
-  commit in sequence order (the engine numbers them under the account's row lock), so the
-  cursor is taken first, in one statement: up to the account's first posting created at or
-  after the cutoff, or its head when there is none. Everything up to it is then committed and
-  created before the cutoff, so the entries statement that follows takes it. The next batch
-  reads only what lies past the cursors (one range scan of ``posting``'s primary key, see
-  :func:`_beyond_cursors`), and looks a posting up among the entries only if it was created
-  before the previous cutoff (it committed late): no later posting can be in an earlier batch.
-  Settlement never locks a ledger row (no foreign key from its tables to ``account`` or
-  ``posting``), so writers never wait for it, nor it for them.
-* Who owes whom. In SQL, in one pass sorted by transaction: a transaction whose debit side
-  (or credit side) is one partner pairs that partner with each leg on the other side, and the
-  matrix comes back summed per (debtor, creditor) (:func:`_gross_matrix`). Transactions with
-  several partners on both sides (the services make none) are paired by
+* What a day takes. The batch for business date ``D`` (see ``settlement.calendar``) takes, per
+  money account (ledger = the settlement currency), the range of its chain from where its last
+  range ended to its last posting created before ``cutoff(D)`` that had committed when the batch
+  was taken (``settlement_range``). The engine stamps an account's postings in sequence order,
+  so that posting is found by bisection, a few index lookups per account (:func:`_take_ranges`),
+  and a posting that commits after the batch was taken, though created before the cutoff,
+  goes to the next batch. A transaction's postings share their stamp and commit together, so a
+  transaction is never split between two batches. The ranges' constraints chain each account's
+  ranges end to start, so no posting is ever in two batches and none is left out. The
+  postings of ``settle`` transactions (the payouts booked by :func:`mark_paid`) lie in the
+  ranges too, and add nothing (below) and are not counted.
+* Work follows the day, not the history. The day is read as one range scan of ``posting``'s
+  primary key, between the lowest and highest id of the ranges' ends (:func:`_id_bounds`).
+  Settlement writes nothing per posting and never locks a ledger row (no foreign key from its
+  tables to ``account`` or ``posting``), so writers never wait for it, nor it for them.
+* Who owes whom. Each posting names the account it pairs with (``counterparty_account_id``, in
+  its hash; see the engine's design note), so the day is one aggregate per (account,
+  counterparty, side), with no sort by transaction, and the matrix is read off its few rows
+  (:func:`_pair_day`). Transactions with several partners on both sides (the services make
+  none), and postings written before counterparties were recorded, are paired by
   ``netting.pair_legs``, streamed one transaction at a time. Nothing loops over postings in
   Python and no result grows with the day: the matrix has at most ``n * (n - 1)`` rows.
-* Exactly once. A day is written by one database transaction (batch, entries, cursors, matrix,
+* Exactly once. A day is written by one database transaction (batch, ranges, matrix,
   positions, instructions, statements, ``settlement.ready`` events), so a run that dies
   leaves nothing. Runs take a PostgreSQL advisory lock; the unique ``business_date`` is the
   backstop. Running a settled day again returns its batch. Days settle in order, each after
@@ -49,21 +46,17 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
-    FromClause,
     Row,
-    Subquery,
     Table,
     and_,
-    case,
     cast,
+    exists,
     func,
     insert,
-    literal,
     or_,
     select,
     text,
-    true,
-    union_all,
+    tuple_,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -76,7 +69,13 @@ from exchange.errors import (
     SettlementNotFound,
     SettlementOutOfOrder,
 )
-from exchange.ledger.engine import Leg, TransactionSpec, post_transaction
+from exchange.ledger.engine import (
+    SEVERAL_COUNTERPARTIES,
+    Leg,
+    TransactionSpec,
+    one_of,
+    post_transaction,
+)
 from exchange.ledger.models import Account, LedgerTransaction, Posting
 from exchange.settings import Settings
 from exchange.signing import ExchangeKeys
@@ -84,11 +83,11 @@ from partners.models import Partner
 from settlement.calendar import BusinessCalendar, Calendar, last_complete_day
 from settlement.models import (
     SettlementBatch,
-    SettlementCursor,
     SettlementEntry,
     SettlementInstruction,
     SettlementObligation,
     SettlementPosition,
+    SettlementRange,
 )
 from settlement.netting import (
     Obligation,
@@ -105,7 +104,7 @@ from settlement.webhooks import enqueue_event
 SETTLEMENT_LOCK_ID = 7_420_004
 """The PostgreSQL advisory lock every settlement run holds (any fixed number)."""
 
-STEPS = ("entries", "obligations", "positions", "statements")
+STEPS = ("ranges", "obligations", "positions", "statements")
 """What :func:`settle_day` reports to ``on_step`` as it finishes each part of a day."""
 
 OnStep = Callable[[dt.date, str], None]
@@ -116,7 +115,7 @@ transaction_t = typing.cast(Table, LedgerTransaction.__table__)
 partner_t = typing.cast(Table, Partner.__table__)
 batch_t = typing.cast(Table, SettlementBatch.__table__)
 entry_t = typing.cast(Table, SettlementEntry.__table__)
-cursor_t = typing.cast(Table, SettlementCursor.__table__)
+range_t = typing.cast(Table, SettlementRange.__table__)
 obligation_t = typing.cast(Table, SettlementObligation.__table__)
 position_t = typing.cast(Table, SettlementPosition.__table__)
 instruction_t = typing.cast(Table, SettlementInstruction.__table__)
@@ -407,243 +406,265 @@ async def _check_order(
         )
 
 
-def _with_cursors(previous: Row[Any] | None) -> tuple[FromClause, Any]:
-    """``account`` joined to the previous batch's cursors, and each account's cursor (0 for an
-    account that has none: the first batch, or an account opened since)."""
-    if previous is None:
-        return account_t, literal(0, BigInteger)
-    prev = cursor_t.alias("prev")
-    joined = account_t.outerjoin(
-        prev, and_(prev.c.account_id == account_t.c.id, prev.c.batch_id == previous.id)
-    )
-    return joined, func.coalesce(prev.c.through_seq, 0)
+_PROBES_PER_QUERY = 1_000
+"""(account, seq) pairs looked up per query while finding the ranges' ends."""
 
 
-def _beyond_cursors(
-    previous: Row[Any] | None,
-    currency: str,
-    busy: list[int],
-    lowest_id: int | None,
-    *,
-    lateral: bool,
-) -> Subquery:
-    """Every money posting past its account's cursor (``seq`` above the previous batch's
-    ``through_seq``), as visible to the statement that uses this.
-
-    Per account, a posting's id grows with its seq (the next one is inserted only after the one
-    before committed, and ids come from one sequence with no per-session cache, as the
-    migrations make it), so the postings past a ``busy`` account's cursor have ids from its next
-    posting's on: the lowest of those ids bounds one range scan of ``posting``'s primary key
-    over the day, rather than a scan per account over interleaved rows. Every other account
-    (quiet when ``busy`` was found, or opened since) is read through ``(account_id, seq)``,
-    per account (``LATERAL`` on PostgreSQL, so that the planner cannot pick a scan of the
-    whole table for them)."""
-    a, p = account_t, posting_t
-    accounts, prev_seq = _with_cursors(previous)
-    columns = (p.c.id, p.c.transaction_id, p.c.account_id, p.c.amount, p.c.seq, p.c.created_at)
-    past = and_(p.c.account_id == a.c.id, p.c.seq > prev_seq)
-    if lateral:
-        # The ORDER BY (which the index gives for free) keeps PostgreSQL from flattening the
-        # LATERAL subquery into a plain join.
-        following = select(*columns).where(past).order_by(p.c.seq).lateral("following")
-        others = (
-            select(*following.c)
-            .select_from(accounts.join(following, true()))
-            .where(a.c.ledger == currency, a.c.id.not_in(busy))
+async def _created_at(session: AsyncSession, probes: dict[int, int]) -> dict[int, dt.datetime]:
+    """``created_at`` of one posting per account: ``probes`` maps account id to seq."""
+    p = posting_t
+    found: dict[int, dt.datetime] = {}
+    pairs = sorted(probes.items())
+    for start in range(0, len(pairs), _PROBES_PER_QUERY):
+        chunk = pairs[start : start + _PROBES_PER_QUERY]
+        rows = await session.execute(
+            select(p.c.account_id, p.c.created_at).where(tuple_(p.c.account_id, p.c.seq).in_(chunk))
         )
-    else:
-        others = (
-            select(*columns)
-            .select_from(accounts.join(p, past))
-            .where(a.c.ledger == currency, a.c.id.not_in(busy))
+        found.update((account_id, created_at) for account_id, created_at in rows)
+    if len(found) != len(probes):
+        missing = sorted(set(probes) - set(found))
+        raise RuntimeError(f"postings missing below their account heads: accounts {missing}")
+    return found
+
+
+async def _take_ranges(
+    session: AsyncSession, batch_id: int, currency: str, cutoff_at: dt.datetime
+) -> list[tuple[int, int, int]]:
+    """Write the batch's ranges and return them, ``(account id, after seq, through seq)``.
+
+    Per money account, the range runs from where the account's last range ended to its last
+    posting created before the cutoff. Postings are stamped in sequence order (see the engine's
+    design note), so that posting is found by bisecting the sequence numbers between the two,
+    a handful of index lookups per account however long the day, and only up to the account's
+    head as read here: everything up to it has committed (the head moves in the transaction
+    that writes the postings), and a posting that commits later, even one created before the
+    cutoff, falls into the next batch. No posting row is read in bulk and none is locked."""
+    a, r = account_t, range_t
+    last = select(func.max(r.c.through_seq)).where(r.c.account_id == a.c.id).scalar_subquery()
+    heads = (
+        await session.execute(
+            select(a.c.id, a.c.seq, last).where(a.c.ledger == currency, a.c.seq > 0)
         )
-    if not busy:
-        return others.subquery("beyond")
-    in_range = (
-        select(*columns)
-        .select_from(accounts.join(p, past))
-        .where(a.c.ledger == currency, a.c.id.in_(busy), p.c.id >= lowest_id)
+    ).all()
+    after = {account_id: before or 0 for account_id, seq, before in heads if seq > (before or 0)}
+    # Bisection: every seq up to ``low`` is before the cutoff (the last range's end counts as
+    # such), every seq above ``high`` is not; the head is probed first, as on a quiet night it
+    # settles the account at once.
+    low = dict(after)
+    high = {account_id: seq for account_id, seq, _ in heads if account_id in after}
+    probes = dict(high)
+    while probes:
+        created = await _created_at(session, probes)
+        for account_id, seq in probes.items():
+            if created[account_id] < cutoff_at:
+                low[account_id] = seq
+            else:
+                high[account_id] = seq - 1
+        probes = {
+            account_id: (low[account_id] + high[account_id] + 1) // 2
+            for account_id in after
+            if low[account_id] < high[account_id]
+        }
+    ranges = sorted(
+        (account_id, after[account_id], low[account_id])
+        for account_id in after
+        if low[account_id] > after[account_id]
     )
-    return union_all(in_range, others).subquery("beyond")
+    if ranges:
+        await session.execute(
+            insert(r),
+            [
+                {
+                    "batch_id": batch_id,
+                    "account_id": account_id,
+                    "after_seq": before or None,
+                    "through_seq": through,
+                }
+                for account_id, before, through in ranges
+            ],
+        )
+    return ranges
 
 
-async def _take_entries(
+def _in_ranges(batch_id: int) -> Any:
+    """``posting`` joined to the batch's ranges: the postings the batch took."""
+    p, r = posting_t, range_t
+    return p.join(
+        r,
+        and_(
+            r.c.batch_id == batch_id,
+            r.c.account_id == p.c.account_id,
+            p.c.seq > func.coalesce(r.c.after_seq, 0),
+            p.c.seq <= r.c.through_seq,
+        ),
+    )
+
+
+async def _id_bounds(session: AsyncSession, batch_id: int) -> tuple[int, int]:
+    """The lowest and highest posting id in the batch's ranges: the first and last posting of
+    each range, looked up through ``(account_id, seq)``. Per account, ids grow with seq (the
+    next posting is inserted only once the one before committed, and ids come from one
+    sequence with no per-session cache, as the migrations make it), so every posting the
+    batch took lies between the two, and the day is one range scan of the primary key."""
+    p, r = posting_t, range_t
+    ends = or_(p.c.seq == func.coalesce(r.c.after_seq, 0) + 1, p.c.seq == r.c.through_seq)
+    low, high = (
+        await session.execute(
+            select(func.min(p.c.id), func.max(p.c.id))
+            .select_from(p.join(r, and_(r.c.account_id == p.c.account_id, ends)))
+            .where(r.c.batch_id == batch_id)
+        )
+    ).one()
+    return int(low), int(high)
+
+
+@dataclass
+class _Day:
+    """What the postings of a batch come to: who owes whom, and how many there were."""
+
+    matrix: dict[tuple[str, str], int]
+    postings: int
+
+
+async def _pair_day(session: AsyncSession, batch_id: int, currency: str, *, legacy: bool) -> _Day:
+    """The day's (debtor, creditor) -> micros and its number of postings, in one aggregate.
+
+    Every posting names the account it pairs with (see the engine's design note), so the day
+    is summed per (account, counterparty, side) in one pass over the batch's ranges, with no
+    sort by transaction, and the sums become the matrix here: a credit leg is owed by its
+    counterparty's partner, a debit leg owes it; a leg that names its own partner pairs with
+    no one. The postings of ``settle`` transactions name their own account, so they add
+    nothing, and they are not counted. Postings marked as having several counterparties, and
+    those written before counterparties were recorded, are paired by transaction with
+    ``netting.pair_legs`` (:func:`_pair_by_transaction`)."""
+    p = posting_t
+    low, high = await _id_bounds(session, batch_id)
+    partner_of = {
+        account_id: str(partner_id)
+        for account_id, partner_id in await session.execute(
+            select(account_t.c.id, account_t.c.partner_id).where(account_t.c.ledger == currency)
+        )
+    }
+    counterparty = p.c.counterparty_account_id
+    credit = (p.c.amount > 0).label("credit")
+    sums = await session.execute(
+        select(p.c.account_id, counterparty, credit, func.sum(p.c.amount), func.count())
+        .select_from(_in_ranges(batch_id))
+        .where(p.c.id.between(low, high))
+        .group_by(p.c.account_id, counterparty, credit)
+    )
+    matrix: dict[tuple[str, str], int] = defaultdict(int)
+    postings = 0
+    by_transaction = False
+    for account_id, other, is_credit, total, count in sums:
+        if other is None or other == SEVERAL_COUNTERPARTIES:
+            by_transaction = True
+            continue
+        postings += count
+        mine, theirs = partner_of[account_id], partner_of[other]
+        if mine == theirs:
+            continue
+        if is_credit:
+            matrix[theirs, mine] += int(total)
+        else:
+            matrix[mine, theirs] -= int(total)
+
+    settle_transactions = list(
+        (
+            await session.execute(
+                select(batch_t.c.settle_transaction_id).where(
+                    batch_t.c.settle_transaction_id.is_not(None)
+                )
+            )
+        ).scalars()
+    )
+    if settle_transactions:
+        postings -= int(
+            await session.scalar(
+                select(func.count())
+                .select_from(_in_ranges(batch_id))
+                .where(
+                    one_of(session, p.c.transaction_id, settle_transactions),
+                    counterparty.is_not(None),
+                )
+            )
+            or 0
+        )
+    if by_transaction:
+        postings += await _pair_by_transaction(
+            session,
+            batch_id,
+            (low, high),
+            partner_of,
+            settle_transactions,
+            matrix,
+            legacy=legacy,
+        )
+    return _Day(dict(matrix), postings)
+
+
+async def _pair_by_transaction(
     session: AsyncSession,
     batch_id: int,
-    previous: Row[Any] | None,
-    currency: str,
-    cutoff_at: dt.datetime,
+    bounds: tuple[int, int],
+    partner_of: dict[int, str],
+    settle_transactions: list[uuid.UUID],
+    matrix: dict[tuple[str, str], int],
+    *,
+    legacy: bool,
 ) -> int:
-    """Write the batch's cursors, then its entries (see the design note for why, in that order,
-    they take every posting exactly once). Returns how many postings the batch took."""
-    a, p, e = account_t, posting_t, entry_t
-    accounts, prev_seq = _with_cursors(previous)
-    following = await session.execute(
-        select(a.c.id, p.c.id)
-        .select_from(accounts.join(p, and_(p.c.account_id == a.c.id, p.c.seq == prev_seq + 1)))
-        .where(a.c.ledger == currency)
-    )
-    next_ids: dict[int, int] = {account_id: posting_id for account_id, posting_id in following}
-    busy, lowest = sorted(next_ids), min(next_ids.values(), default=None)
-    lateral = (await session.connection()).dialect.name == "postgresql"
-
-    beyond = _beyond_cursors(previous, currency, busy, lowest, lateral=lateral)
-    first_late = (
-        select(
-            beyond.c.account_id,
-            func.min(case((beyond.c.created_at >= cutoff_at, beyond.c.seq))).label("seq"),
-        )
-        .group_by(beyond.c.account_id)
-        .subquery("first_late")
-    )
-    await session.execute(
-        insert(cursor_t).from_select(
-            ["batch_id", "account_id", "through_seq"],
-            select(
-                literal(batch_id, BigInteger),
-                a.c.id,
-                func.coalesce(first_late.c.seq - 1, a.c.seq),
-            )
-            .select_from(a.outerjoin(first_late, first_late.c.account_id == a.c.id))
-            .where(a.c.ledger == currency),
-        )
-    )
-
-    beyond = _beyond_cursors(previous, currency, busy, lowest, lateral=lateral)
-    settle_transactions = select(batch_t.c.settle_transaction_id).where(
-        batch_t.c.settle_transaction_id.is_not(None)
-    )
+    """Pair, transaction by transaction, the batch's postings that name no single counterparty
+    (several partners on both sides, or written before counterparties were recorded), adding
+    to ``matrix``; returns how many there were. Streamed in transaction order, one
+    transaction in memory at a time. ``legacy``: batches written before ranges took postings
+    one by one (``settlement_entry``), and a posting of theirs is not taken again."""
+    p, e = posting_t, entry_t
+    counterparty = p.c.counterparty_account_id
     conditions = [
-        beyond.c.created_at < cutoff_at,
-        beyond.c.transaction_id.not_in(settle_transactions),
+        or_(counterparty.is_(None), counterparty == SEVERAL_COUNTERPARTIES),
+        p.c.id.between(*bounds),
     ]
-    if previous is not None:
-        # Only a posting created before the previous cutoff can be in an earlier batch; those
-        # few are looked up one by one (a scalar subquery, which the planner cannot turn into
-        # a join that would hash every entry ever made).
-        taken = select(func.count()).where(e.c.posting_id == beyond.c.id).scalar_subquery()
-        conditions.append(or_(beyond.c.created_at >= previous.cutoff_at, taken == 0))
-    result = await session.execute(
-        insert(e).from_select(
-            ["batch_id", "posting_id", "transaction_id", "account_id", "amount"],
-            select(
-                literal(batch_id, BigInteger),
-                beyond.c.id,
-                beyond.c.transaction_id,
-                beyond.c.account_id,
-                beyond.c.amount,
-            ).where(*conditions),
-        )
-    )
-    return int(result.rowcount)  # type: ignore[attr-defined]
-
-
-async def _gross_matrix(
-    session: AsyncSession, batch_id: int, currency: str
-) -> dict[tuple[str, str], int]:
-    """The day's (debtor, creditor) -> micros, summed in SQL (see the design note).
-
-    Partners are numbered (``DENSE_RANK``) so that each entry's transaction can tell, with
-    ``MIN`` and ``MAX`` over the transaction, whether one partner alone is on its debit side
-    (then every credit leg is owed by that partner) or on its credit side (then every debit leg
-    owes that partner). One sort by transaction, one pass, the matrix summed in a small hash; a
-    partner's own legs on both sides of a transaction pair with itself and are dropped."""
-    e, a = entry_t, account_t
-    numbered = (
-        select(
-            a.c.id,
-            a.c.partner_id,
-            func.dense_rank().over(order_by=a.c.partner_id).label("number"),
-        )
-        .where(a.c.ledger == currency)
-        .subquery("numbered")
-    )
-    n = numbered.c
-
-    def over_transaction(function: Any) -> Any:
-        return function.over(partition_by=e.c.transaction_id)
-
-    debit = case((e.c.amount < 0, n.number))
-    credit = case((e.c.amount > 0, n.number))
-    legs = (
-        select(
-            e.c.transaction_id.label("tx"),
-            n.number,
-            e.c.amount,
-            over_transaction(func.min(debit)).label("debtor_low"),
-            over_transaction(func.max(debit)).label("debtor_high"),
-            over_transaction(func.min(credit)).label("creditor_low"),
-            over_transaction(func.max(credit)).label("creditor_high"),
-        )
-        .select_from(e.join(numbered, n.id == e.c.account_id))
-        .where(e.c.batch_id == batch_id)
-        .subquery("legs")
-    )
-    leg = legs.c
-    one_debtor = leg.debtor_low == leg.debtor_high
-    one_creditor = and_(leg.debtor_low != leg.debtor_high, leg.creditor_low == leg.creditor_high)
-    debtor = case((one_debtor, leg.debtor_low), (one_creditor, leg.number))
-    creditor = case((one_debtor, leg.number), (one_creditor, leg.creditor_high))
-    pairs = (
-        select(
-            debtor.label("debtor"),
-            creditor.label("creditor"),
-            cast(func.sum(func.abs(leg.amount)), BigInteger).label("amount"),
-        )
-        .where(
-            or_(
-                and_(one_debtor, leg.amount > 0),
-                and_(one_creditor, leg.amount < 0),
-                # Several partners on both sides: one row (debtor and creditor NULL) says so.
-                and_(leg.debtor_low != leg.debtor_high, leg.creditor_low != leg.creditor_high),
-            )
-        )
-        .group_by(debtor, creditor)
-    )
-    partner_of = {
-        number: str(partner)
-        for partner, number in await session.execute(select(n.partner_id, n.number).distinct())
-    }
-    matrix: dict[tuple[str, str], int] = defaultdict(int)
-    several = False
-    for row in await session.execute(pairs):
-        if row.debtor is None:
-            several = True
-        elif row.debtor != row.creditor:
-            matrix[partner_of[row.debtor], partner_of[row.creditor]] += int(row.amount)
-    if not several:
-        return dict(matrix)
-
-    # None of the exchange's own kinds of transaction, but the ledger allows them; streamed,
-    # one transaction in memory at a time.
+    if settle_transactions:
+        conditions.append(p.c.transaction_id.not_in(settle_transactions))
+    if legacy:
+        conditions.append(or_(counterparty.is_not(None), ~exists().where(e.c.posting_id == p.c.id)))
     rows = await session.stream(
-        select(leg.tx, leg.number, leg.amount)
-        .where(leg.debtor_low != leg.debtor_high, leg.creditor_low != leg.creditor_high)
-        .order_by(leg.tx)
+        select(p.c.transaction_id, p.c.account_id, p.c.amount)
+        .select_from(_in_ranges(batch_id))
+        .where(*conditions)
+        .order_by(p.c.transaction_id)
     )
     current: uuid.UUID | None = None
     amounts: dict[str, int] = defaultdict(int)
+    count = 0
 
     def pair() -> None:
-        for o in pair_legs({p: amount for p, amount in amounts.items() if amount}):
+        nets = {partner: amount for partner, amount in amounts.items() if amount}
+        if sum(nets.values()):
+            raise RuntimeError(
+                f"transaction {current} is split between business days (its postings were"
+                " not stamped in sequence order); it cannot be paired"
+            )
+        for o in pair_legs(nets):
             matrix[o.debtor, o.creditor] += o.amount_micros
 
-    async for row in rows:
-        if row.tx != current and amounts:
+    async for transaction_id, account_id, amount in rows:
+        if transaction_id != current and amounts:
             pair()
             amounts.clear()
-        current = row.tx
-        amounts[partner_of[row.number]] += int(row.amount)
+        current = transaction_id
+        amounts[partner_of[account_id]] += int(amount)
+        count += 1
     if amounts:
         pair()
-    return dict(matrix)
+    return count
 
 
 async def _donation_stats(
-    session: AsyncSession, batch_id: int, currency: str
+    session: AsyncSession, batch_id: int, currency: str, *, legacy: bool
 ) -> dict[tuple[uuid.UUID, uuid.UUID], DonationStats]:
     """Per (charity, brand): the day's donations and reversals, counted and in points. Reads
-    only the charities' entries, through ``(batch_id, account_id)``."""
+    only the charities' postings in the batch's ranges, through ``(account_id, seq)``."""
     charity_accounts = (
         (
             await session.execute(
@@ -657,10 +678,19 @@ async def _donation_stats(
     )
     if not charity_accounts:
         return {}
+    p, e = posting_t, entry_t
+    conditions = [one_of(session, range_t.c.account_id, charity_accounts)]
+    if legacy:
+        conditions.append(
+            or_(
+                p.c.counterparty_account_id.is_not(None),
+                ~exists().where(e.c.posting_id == p.c.id),
+            )
+        )
     touched = (
-        select(account_t.c.partner_id.label("charity"), entry_t.c.transaction_id.label("tx"))
-        .select_from(entry_t.join(account_t, account_t.c.id == entry_t.c.account_id))
-        .where(entry_t.c.batch_id == batch_id, entry_t.c.account_id.in_(charity_accounts))
+        select(account_t.c.partner_id.label("charity"), p.c.transaction_id.label("tx"))
+        .select_from(_in_ranges(batch_id).join(account_t, account_t.c.id == p.c.account_id))
+        .where(*conditions)
         .distinct()
         .subquery()
     )
@@ -730,14 +760,18 @@ async def _settle_locked(
         .returning(batch_t.c.id)
     )
     assert batch_id is not None
-    postings = await _take_entries(session, batch_id, latest, currency, cutoff_at)
+    ranges = await _take_ranges(session, batch_id, currency, cutoff_at)
     if (await session.connection()).dialect.name == "postgresql":
-        # The planner knows nothing yet of the rows just written (autovacuum's statistics come
-        # after the commit); a sample of them turns its plans from nested sorts into hashes.
-        await session.execute(text("ANALYZE settlement_entry"))
-    step("entries")
+        # The planner knows nothing yet of the ranges just written (autovacuum's statistics
+        # come after the commit); without them it may walk the day posting by posting.
+        await session.execute(text("ANALYZE settlement_range"))
+    step("ranges")
 
-    matrix = await _gross_matrix(session, batch_id, currency)
+    # Batches written before ranges took postings one by one, some past their cursors: a
+    # posting of theirs (one without a counterparty) is looked up so that it is not taken again.
+    legacy = bool(await session.scalar(select(exists().select_from(entry_t))))
+    day = await _pair_day(session, batch_id, currency, legacy=legacy) if ranges else _Day({}, 0)
+    matrix, postings = day.matrix, day.postings
     obligations = [Obligation(d, c, amount) for (d, c), amount in matrix.items() if amount]
     if obligations:
         await session.execute(
@@ -837,7 +871,7 @@ async def _settle_locked(
             (seq, uuid.UUID(i.payer), uuid.UUID(i.payee), i.amount_minor)
             for seq, i in enumerate(instructions, start=1)
         ],
-        donations=await _donation_stats(session, batch_id, currency),
+        donations=await _donation_stats(session, batch_id, currency, legacy=legacy),
     )
     hashes = await issue_statements(session, facts, keys)
     for p in positions:
@@ -1005,6 +1039,7 @@ async def mark_paid(session: AsyncSession, business_date: dt.date) -> BatchView:
                 partner_id=operator,
                 legs=[Leg(account_id, -payout * unit) for _, payout, account_id in payouts],
                 reference=f"settlement {business_date.isoformat()}",
+                paired=False,
                 details={"batch_id": row.id, "business_date": business_date.isoformat()},
             ),
         )

@@ -23,6 +23,20 @@ Design note
   takes its locks in the same order, so two opposite transfers cannot deadlock. On SQLite, which
   has no row locks, every transaction starts with ``BEGIN IMMEDIATE`` (see ``exchange.db``) and so
   holds the single write lock from its first read.
+* Counterparties. Each posting names the account it pairs with (``counterparty_account_id``),
+  so that settlement can tell who owes whom from the postings alone, one aggregate over the day
+  with no sort by transaction. Per ledger of a transaction, the partners are netted (as
+  ``settlement.netting.pair_legs`` does): when a single partner is on the debit side, each leg of
+  a partner on the credit side names that partner's (lowest) debited account, and the other way
+  round when a single partner is on the credit side; every other leg (the single partner's own,
+  a partner that nets to zero, all of a transaction the caller marks unpaired, such as the
+  ``settle`` payouts) names its own account. A transaction with several partners on both sides,
+  or whose many side has a leg against its partner's net, marks every leg of that ledger
+  :data:`SEVERAL_COUNTERPARTIES`, and settlement pairs it with ``pair_legs``. The counterparty is
+  in the posting's hash (encoding version 2), so it cannot be changed unnoticed either.
+* Time. ``created_at`` is read once the accounts are locked, so an account's postings are
+  stamped in the order of their sequence numbers (the clock is not expected to step back), and
+  a business day's cutoff splits each account's chain in two: settlement relies on that.
 * Batches. :func:`post_transactions` posts many transactions under one set of locks: every
   account of every spec locked at once (still in id order), the specs applied in order in
   memory, each one refused alone (its outcome is the refusal, and the specs after it see the
@@ -66,9 +80,17 @@ transaction_t = cast(Table, LedgerTransaction.__table__)
 hold_t = cast(Table, Hold.__table__)
 
 # prefix, account id, seq, transaction id, amount, balance after, previous hash: fixed widths,
-# so no two different postings can encode to the same bytes.
+# so no two different postings can encode to the same bytes. Version 2 appends the counterparty
+# account; a posting without one (written before counterparties were recorded) keeps version 1,
+# so that its hash still holds, and the prefix tells the two encodings apart.
 _POSTING_LAYOUT = struct.Struct(">11sqq16sqq32s")
 _POSTING_PREFIX = b"posting/v1\x00"
+_POSTING_LAYOUT_V2 = struct.Struct(">11sqq16sqq32sq")
+_POSTING_PREFIX_V2 = b"posting/v2\x00"
+
+SEVERAL_COUNTERPARTIES = 0
+"""The ``counterparty_account_id`` of every posting of a transaction that has several partners
+on both sides of a ledger: settlement pairs those with ``settlement.netting.pair_legs``."""
 
 
 def posting_hash(
@@ -78,13 +100,19 @@ def posting_hash(
     amount: int,
     balance_after: int,
     prev_hash: bytes,
+    counterparty: int | None = None,
 ) -> bytes:
     """SHA-256 over a fixed-width binary encoding: no separators, no text to normalise."""
-    return hashlib.sha256(
-        _POSTING_LAYOUT.pack(
+    if counterparty is None:
+        packed = _POSTING_LAYOUT.pack(
             _POSTING_PREFIX, account_id, seq, transaction_id.bytes, amount, balance_after, prev_hash
         )
-    ).digest()
+    else:
+        packed = _POSTING_LAYOUT_V2.pack(
+            _POSTING_PREFIX_V2, account_id, seq, transaction_id.bytes, amount, balance_after,
+            prev_hash, counterparty,
+        )  # fmt: skip
+    return hashlib.sha256(packed).digest()
 
 
 @dataclass(frozen=True)
@@ -117,6 +145,9 @@ class TransactionSpec:
     batch_id: uuid.UUID | None = None
     """The ``POST /v1/batches`` request the transaction is an item of: its ``idempotency_key``
     is then the item's, unique for the partner (a database index holds it)."""
+    paired: bool = True
+    """``False`` for a transaction that settles obligations rather than creating them (the
+    ``settle`` payouts): each of its postings names its own account as counterparty."""
 
 
 @dataclass(frozen=True)
@@ -130,6 +161,8 @@ class PostedLine:
     hash: bytes
     account_kind: str
     """``member``, ``issuance`` or ``settlement``."""
+    counterparty: int
+    """The account this posting pairs with (see the design note)."""
 
 
 @dataclass(frozen=True)
@@ -186,6 +219,7 @@ _LOCKED_COLUMNS = (
     account_t.c.id,
     account_t.c.ledger,
     account_t.c.kind,
+    account_t.c.partner_id,
     account_t.c.balance,
     account_t.c.held,
     account_t.c.seq,
@@ -315,10 +349,54 @@ class _Heads:
 
     ledger: dict[int, str]
     kind: dict[int, str]
+    partner: dict[int, uuid.UUID]
     balance: dict[int, int]
     held: dict[int, int]
     seq: dict[int, int]
     head: dict[int, bytes]
+
+
+def _counterparties(spec: TransactionSpec, heads: _Heads) -> list[int]:
+    """Per leg of ``spec``, the account it pairs with (see the design note)."""
+    legs = spec.legs
+    own = [leg.account_id for leg in legs]
+    if not spec.paired:
+        return own
+    partner_of, ledger_of = heads.partner, heads.ledger
+    by_ledger: dict[str, list[int]] = defaultdict(list)
+    for index, leg in enumerate(legs):
+        by_ledger[ledger_of[leg.account_id]].append(index)
+    result = list(own)
+    for indices in by_ledger.values():
+        nets: dict[uuid.UUID, int] = defaultdict(int)
+        for index in indices:
+            nets[partner_of[legs[index].account_id]] += legs[index].amount
+        debtors = [partner for partner, net in nets.items() if net < 0]
+        creditors = [partner for partner, net in nets.items() if net > 0]
+        if len(debtors) == 1:
+            single, many_sign = debtors[0], 1
+        elif len(creditors) == 1:
+            single, many_sign = creditors[0], -1
+        else:
+            if debtors:  # several on both sides
+                for index in indices:
+                    result[index] = SEVERAL_COUNTERPARTIES
+            continue
+        anchor = min(
+            legs[index].account_id
+            for index in indices
+            if partner_of[legs[index].account_id] == single and legs[index].amount * many_sign < 0
+        )
+        many = [
+            index for index in indices if nets[partner_of[legs[index].account_id]] * many_sign > 0
+        ]
+        if any(legs[index].amount * many_sign < 0 for index in many):
+            for index in indices:
+                result[index] = SEVERAL_COUNTERPARTIES
+            continue
+        for index in many:
+            result[index] = anchor
+    return result
 
 
 def _apply(
@@ -337,7 +415,8 @@ def _apply(
         held[account_id] += delta
     lines: list[PostedLine] = []
     refusal: DomainError | None = None
-    for leg in spec.legs:
+    counterparties = _counterparties(spec, heads)
+    for leg, counterparty in zip(spec.legs, counterparties, strict=True):
         account_id = leg.account_id
         new_balance = balance[account_id] + leg.amount
         if abs(new_balance) > _BALANCE_LIMIT:
@@ -346,12 +425,12 @@ def _apply(
         new_seq = seq[account_id] + 1
         previous = head[account_id]
         digest = posting_hash(
-            account_id, new_seq, transaction_id, leg.amount, new_balance, previous
+            account_id, new_seq, transaction_id, leg.amount, new_balance, previous, counterparty
         )
         lines.append(
             PostedLine(
                 account_id, heads.ledger[account_id], new_seq, leg.amount,
-                new_balance, previous, digest, heads.kind[account_id],
+                new_balance, previous, digest, heads.kind[account_id], counterparty,
             )
         )  # fmt: skip
         balance[account_id], seq[account_id], head[account_id] = new_balance, new_seq, digest
@@ -394,7 +473,6 @@ async def post_transactions(
     written in three statements (transactions, postings, account heads), however many specs."""
     if not specs:
         return []
-    now = utcnow()
     touched = sorted(
         {leg.account_id for spec in specs for leg in spec.legs}
         | {account_id for spec in specs for account_id in spec.held_changes}
@@ -403,6 +481,8 @@ async def post_transactions(
     locked = (await session.execute(lock, {"ids": touched})).all()
     if len(locked) != len(touched):
         raise LookupError(f"unknown accounts among {touched}")
+    # Read under the locks: each account's postings are then stamped in sequence order.
+    now = utcnow()
     ledgers = {row.id: row.ledger for row in locked}
     for spec in specs:
         _check_zero_sum(spec.legs, ledgers)
@@ -421,6 +501,7 @@ async def post_transactions(
     heads = _Heads(
         ledger=ledgers,
         kind={row.id: row.kind for row in locked},
+        partner={row.id: row.partner_id for row in locked},
         balance={row.id: row.balance for row in locked},
         held=held,
         seq={row.id: row.seq for row in locked},
@@ -468,6 +549,7 @@ async def post_transactions(
                 "balance_after": [line.balance_after for _, line in lines],
                 "prev_hash": [line.prev_hash for _, line in lines],
                 "hash": [line.hash for _, line in lines],
+                "counterparty_account_id": [line.counterparty for _, line in lines],
             },
             {"created_at": now},
         )

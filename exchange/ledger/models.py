@@ -144,6 +144,11 @@ class Posting(Base):
     balance_after: Mapped[int] = mapped_column(BigInteger)
     prev_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
     hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    # No foreign key: it would cost a lookup per posting, and the engine takes the value from
+    # the accounts it has locked. 0 means several counterparties (see the engine's design note).
+    counterparty_account_id: Mapped[int | None] = mapped_column(BigInteger)
+    """The account this posting pairs with for settlement, in its hash (encoding version 2);
+    ``NULL`` only on postings written before counterparties were recorded (version 1)."""
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

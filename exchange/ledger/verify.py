@@ -24,7 +24,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from exchange.ledger.engine import (
     _POSTING_LAYOUT,
+    _POSTING_LAYOUT_V2,
     _POSTING_PREFIX,
+    _POSTING_PREFIX_V2,
     GENESIS_HASH,
     posting_hash,
 )
@@ -119,7 +121,7 @@ def _close(walk: _Walk, report: VerifyReport) -> None:
 
 def _check_posting(walk: _Walk, row: Any, report: VerifyReport) -> None:
     (account_id, posting_id, transaction_id, ledger, seq, amount, balance_after, prev_hash,
-     digest) = row  # fmt: skip
+     digest, counterparty) = row  # fmt: skip
     problem = None
     expected = walk.seq + 1
     if seq != expected:
@@ -135,7 +137,9 @@ def _check_posting(walk: _Walk, row: Any, report: VerifyReport) -> None:
         )
     elif ledger != walk.account[1]:
         problem = f"posting {posting_id} is on ledger {ledger}, its account on {walk.account[1]}"
-    elif digest != posting_hash(account_id, seq, transaction_id, amount, balance_after, prev_hash):
+    elif digest != posting_hash(
+        account_id, seq, transaction_id, amount, balance_after, prev_hash, counterparty
+    ):
         problem = f"posting {posting_id} does not hash to its recorded hash"
     if seq > walk.account[4] and walk.beyond_head is None:
         walk.beyond_head = posting_id
@@ -228,6 +232,7 @@ async def _walk(connection: AsyncConnection, report: VerifyReport) -> None:
         posting_t.c.balance_after,
         posting_t.c.prev_hash,
         posting_t.c.hash,
+        posting_t.c.counterparty_account_id,
     ).order_by(posting_t.c.id)
 
     # Postings come in id order, which is every account's seq order (the engine inserts an
@@ -239,13 +244,14 @@ async def _walk(connection: AsyncConnection, report: VerifyReport) -> None:
     # The loop below is the whole cost of verify (a few microseconds a posting, in Python), so a
     # posting that checks out is handled inline with local names; anything else goes to
     # ``_check_posting``, which names the fault.
-    sha256, pack, prefix = hashlib.sha256, _POSTING_LAYOUT.pack, _POSTING_PREFIX
+    sha256, pack, prefix = hashlib.sha256, _POSTING_LAYOUT_V2.pack, _POSTING_PREFIX_V2
+    pack_v1, prefix_v1 = _POSTING_LAYOUT.pack, _POSTING_PREFIX
     async with contextlib.aclosing(_chunks(connection, postings)) as chunks:
         async for chunk in chunks:
             report.postings += len(chunk)
             for row in chunk:
                 (account_id, posting_id, transaction_id, ledger, seq, amount, balance_after,
-                 prev_hash, digest) = row  # fmt: skip
+                 prev_hash, digest, counterparty) = row  # fmt: skip
                 walk = walks.get(account_id)
                 if walk is None:
                     report.add(
@@ -262,7 +268,10 @@ async def _walk(connection: AsyncConnection, report: VerifyReport) -> None:
                     and digest
                     == sha256(
                         pack(prefix, account_id, seq, transaction_id.bytes, amount, balance_after,
-                             prev_hash)
+                             prev_hash, counterparty)
+                        if counterparty is not None
+                        else pack_v1(prefix_v1, account_id, seq, transaction_id.bytes, amount,
+                                     balance_after, prev_hash)
                     ).digest()
                 ):  # fmt: skip
                     walk.balance, walk.seq, walk.head = balance_after, seq, digest

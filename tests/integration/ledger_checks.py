@@ -32,18 +32,22 @@ def expected_hash(
     amount: int,
     balance_after: int,
     prev_hash: bytes,
+    counterparty: int | None = None,
 ) -> bytes:
     """SHA-256 of ``posting/v1\\0``, account id and seq (big-endian int64), the transaction's 16
-    UUID bytes, amount and balance after (big-endian int64), then the previous hash."""
-    return hashlib.sha256(
-        b"posting/v1\x00"
-        + account_id.to_bytes(8, "big", signed=True)
+    UUID bytes, amount and balance after (big-endian int64), then the previous hash; with a
+    counterparty, ``posting/v2\\0`` and the same, then the counterparty account (int64)."""
+    body = (
+        account_id.to_bytes(8, "big", signed=True)
         + seq.to_bytes(8, "big", signed=True)
         + transaction_id.bytes
         + struct.pack(">q", amount)
         + struct.pack(">q", balance_after)
         + prev_hash
-    ).digest()
+    )
+    if counterparty is None:
+        return hashlib.sha256(b"posting/v1\x00" + body).digest()
+    return hashlib.sha256(b"posting/v2\x00" + body + struct.pack(">q", counterparty)).digest()
 
 
 @dataclass(frozen=True, order=True)
@@ -87,24 +91,26 @@ async def assert_chained(session: AsyncSession) -> int:
                     posting_t.c.balance_after,
                     posting_t.c.prev_hash,
                     posting_t.c.hash,
+                    posting_t.c.counterparty_account_id,
                 )
                 .where(posting_t.c.account_id == account_id)
                 .order_by(posting_t.c.seq)
             )
         ).all()
         balance, previous = 0, ZERO_HASH
-        for number, (seq, transaction_id, amount, balance_after, prev_hash, digest) in enumerate(
-            postings, start=1
-        ):
+        for number, row in enumerate(postings, start=1):
+            seq, transaction_id, amount, balance_after, prev_hash, digest, counterparty = row
             assert seq == number, (account_id, seq)
             assert bytes(prev_hash) == previous, (account_id, seq)
             assert balance_after == balance + amount, (account_id, seq)
             recomputed = expected_hash(
-                account_id, seq, transaction_id, amount, balance_after, previous
+                account_id, seq, transaction_id, amount, balance_after, previous, counterparty
             )
             assert bytes(digest) == recomputed, (account_id, seq)
             assert (
-                posting_hash(account_id, seq, transaction_id, amount, balance_after, previous)
+                posting_hash(
+                    account_id, seq, transaction_id, amount, balance_after, previous, counterparty
+                )
                 == recomputed
             )
             balance, previous = balance_after, recomputed

@@ -23,6 +23,18 @@ from exchange.settings import Settings
 from partners.service import PartnerInfo
 from settlement.service import InstructionView, ObligationView, PositionView
 
+SETTLED = """
+    SELECT r.batch_id, p.id AS posting_id, p.transaction_id, p.account_id, p.amount,
+           p.created_at
+    FROM settlement_range r
+    JOIN posting p ON p.account_id = r.account_id
+        AND p.seq > COALESCE(r.after_seq, 0) AND p.seq <= r.through_seq
+    JOIN ledger_transaction t ON t.id = p.transaction_id
+    WHERE t.kind <> 'settle'
+"""
+"""Every posting a batch took, by its batch: the postings in the batch's ranges, less the
+``settle`` payouts among them. Spelled out in SQL here, apart from the code under test."""
+
 
 async def settlement_account(
     session: AsyncSession, partner: PartnerInfo, currency: str = "EUR", shard: int = 0

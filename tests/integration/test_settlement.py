@@ -35,7 +35,7 @@ from exchange.signing import ExchangeKeys, load_exchange_keys, verify_document
 from partners.service import PartnerInfo
 from settlement.calendar import BusinessCalendar
 from settlement.cli import settlement_group
-from settlement.models import OutboxEvent, SettlementEntry
+from settlement.models import OutboxEvent
 from settlement.netting import pair_legs
 from settlement.scheduler import run_scheduler
 from settlement.service import (
@@ -63,6 +63,7 @@ from tests.integration.settlement_support import (
     DAY2_INSTRUCTIONS,
     DAY2_MATRIX,
     DAY2_POSITIONS,
+    SETTLED,
     Cast,
     SteppedCalendar,
     convert,
@@ -145,12 +146,14 @@ async def test_worked_example_two_days(
     async with sessions() as session:
         # Each participant's net is what its settlement accounts moved in the batch.
         moved = await session.execute(
-            select(Account.partner_id, func.sum(SettlementEntry.amount))
-            .join(Account, Account.id == SettlementEntry.account_id)
-            .where(SettlementEntry.batch_id == day1.id)
-            .group_by(Account.partner_id)
+            text(
+                f"SELECT a.partner_id, sum(e.amount) FROM ({SETTLED}) e"
+                " JOIN account a ON a.id = e.account_id WHERE e.batch_id = :b"
+                " GROUP BY a.partner_id"
+            ),
+            {"b": day1.id},
         )
-        assert {cast.name_of(p): int(a) for p, a in moved} == {
+        assert {cast.name_of(uuid.UUID(str(p))): int(a) for p, a in moved} == {
             name: position[2] for name, position in DAY1_POSITIONS.items()
         }
         events = await session.execute(
@@ -171,7 +174,7 @@ async def test_running_a_day_again_returns_the_same_batch(
         sessions, settings=settings, keys=keys, calendar=calendar, now=later - HOUR
     ) == []  # fmt: skip
     async with sessions() as session:
-        assert await session.scalar(select(func.count()).select_from(SettlementEntry)) == 19
+        assert await session.scalar(text(f"SELECT count(*) FROM ({SETTLED}) e")) == 19
         assert await get_batch(session, DAY2) == day2
         summaries = await list_batches(session)
     assert [b.business_date for b in summaries] == [DAY2, DAY1]
@@ -387,7 +390,8 @@ async def test_marking_paid_books_the_payouts_and_freezes_the_batch(
     for statement in (
         "UPDATE settlement_batch SET postings = 0",
         "UPDATE settlement_position SET payout_minor = 0",
-        "DELETE FROM settlement_entry",
+        "DELETE FROM settlement_range",
+        "UPDATE settlement_range SET through_seq = through_seq + 1",
         "DELETE FROM settlement_batch",
     ):
         async with sessions() as session:

@@ -24,13 +24,14 @@ from exchange.settings import Settings
 from exchange.signing import ExchangeKeys, load_exchange_keys
 from partners.service import PartnerInfo
 from settlement.calendar import BusinessCalendar, parse_cutoff
-from settlement.models import OutboxEvent, SettlementBatch, SettlementEntry, SettlementStatement
+from settlement.models import OutboxEvent, SettlementBatch, SettlementStatement
 from settlement.service import get_batch, mark_paid, settle_day, settle_due
 from tests.integration.settlement_support import (
     DAY1,
     DAY1_INSTRUCTIONS,
     DAY1_MATRIX,
     DAY1_POSITIONS,
+    SETTLED,
     Cast,
     SteppedCalendar,
     make_cast,
@@ -148,41 +149,41 @@ async def test_writers_across_cutoffs_put_every_posting_in_exactly_one_batch(
             WHERE p.ledger = 'EUR' AND t.kind <> 'settle'
         """
         postings = await _count(session, f"SELECT count(*) {money}")
-        assert postings == await _count(session, "SELECT count(*) FROM settlement_entry")
+        settled = f"({SETTLED}) e"
+        assert postings == await _count(session, f"SELECT count(*) FROM {settled}")
         assert (
             await _count(
                 session,
                 f"SELECT count(*) {money} AND NOT EXISTS"
-                " (SELECT 1 FROM settlement_entry e WHERE e.posting_id = p.id)",
+                f" (SELECT 1 FROM {settled} WHERE e.posting_id = p.id)",
+            )
+            == 0
+        )
+        # No posting is in two batches, no transaction is split between batches, and every
+        # batch counts what it took.
+        assert (
+            await _count(
+                session,
+                f"SELECT count(*) FROM (SELECT posting_id FROM {settled}"
+                " GROUP BY posting_id HAVING count(*) > 1) twice",
             )
             == 0
         )
         assert (
             await _count(
                 session,
-                "SELECT count(*) FROM settlement_entry e JOIN ledger_transaction t"
-                " ON t.id = e.transaction_id WHERE t.kind = 'settle'",
-            )
-            == 0
-        )
-        # No transaction is split between batches, and each batch balances.
-        assert (
-            await _count(
-                session,
-                "SELECT count(*) FROM (SELECT transaction_id FROM settlement_entry"
+                f"SELECT count(*) FROM (SELECT transaction_id FROM {settled}"
                 " GROUP BY transaction_id HAVING count(DISTINCT batch_id) > 1) split",
             )
             == 0
         )
+        assert postings == await _count(session, "SELECT sum(postings) FROM settlement_batch")
         batches = (await session.execute(select(SettlementBatch))).all()
         assert [b.SettlementBatch.business_date for b in batches] == days
         for (batch,) in batches:
             total, newest = (
                 await session.execute(
-                    text(
-                        "SELECT sum(e.amount), max(p.created_at) FROM settlement_entry e"
-                        " JOIN posting p ON p.id = e.posting_id WHERE e.batch_id = :b"
-                    ),
+                    text(f"SELECT sum(amount), max(created_at) FROM {settled} WHERE batch_id = :b"),
                     {"b": batch.id},
                 )
             ).one()
@@ -197,14 +198,13 @@ async def test_writers_across_cutoffs_put_every_posting_in_exactly_one_batch(
             assert sum(p.payout_minor for p in view.positions) == 0
         # The transaction that committed after its day was settled is in the next day.
         late_batch = await session.scalar(
-            select(func.min(SettlementEntry.batch_id)).where(
-                SettlementEntry.transaction_id == late_id
-            )
+            text(f"SELECT min(batch_id) FROM {settled} WHERE transaction_id = :t"),
+            {"t": late_id},
         )
         assert late_batch == (await get_batch(session, days[2])).id
 
 
-@pytest.mark.parametrize("pause_after", ["entries", "statements"])
+@pytest.mark.parametrize("pause_after", ["ranges", "statements"])
 async def test_a_run_killed_half_way_leaves_nothing_to_double(
     sessions: async_sessionmaker[AsyncSession],
     settings: Settings,
@@ -237,7 +237,7 @@ async def test_a_run_killed_half_way_leaves_nothing_to_double(
         async with sessions() as session:
             # Mid-way: what it wrote is in its open transaction, which nobody else sees.
             assert await _count(session, "SELECT count(*) FROM settlement_batch") == 0
-            assert await _count(session, "SELECT count(*) FROM settlement_entry") == 0
+            assert await _count(session, "SELECT count(*) FROM settlement_range") == 0
     finally:
         worker.send_signal(signal.SIGKILL)
         await worker.wait()
@@ -251,7 +251,7 @@ async def test_a_run_killed_half_way_leaves_nothing_to_double(
     assert named_instructions(cast, batch.instructions) == DAY1_INSTRUCTIONS
     async with sessions() as session:
         assert await _count(session, "SELECT count(*) FROM settlement_batch") == 1
-        assert await _count(session, "SELECT count(*) FROM settlement_entry") == postings
+        assert await _count(session, f"SELECT count(*) FROM ({SETTLED}) e") == postings
         for table in (OutboxEvent, SettlementStatement):
             assert await session.scalar(select(func.count()).select_from(table)) == 5
 
@@ -330,7 +330,7 @@ async def test_two_cli_processes_at_a_cutoff_make_one_batch(
     assert (batch["business_date"], batch["postings"]) == (business_date.isoformat(), postings)
     async with sessions() as session:
         assert await _count(session, "SELECT count(*) FROM settlement_batch") == 1
-        assert await _count(session, "SELECT count(*) FROM settlement_entry") == postings
+        assert await _count(session, f"SELECT count(*) FROM ({SETTLED}) e") == postings
         view = await get_batch(session, business_date)
     assert named_positions(cast, view.positions) == DAY1_POSITIONS
 

@@ -126,6 +126,28 @@ async def test_a_changed_balance_and_amount_are_named(
     assert "hash" in report.faults[0].detail
 
 
+@pytest.mark.parametrize("counterparty", ["alice", "NULL"])
+async def test_a_changed_counterparty_is_named(
+    engine: AsyncEngine, sessions: Sessions, db_kind: str, page: Page, counterparty: str
+) -> None:
+    """Who a posting pairs with decides who owes whom at settlement, so it is in the hash:
+    pointed at another account, or cleared (which would make it look like a posting from
+    before counterparties were recorded), bob's posting no longer hashes to its hash."""
+    changed = page.postings[page.bob, 1]
+    async with sessions() as s:
+        recorded = await s.scalar(
+            select(posting_t.c.counterparty_account_id).where(posting_t.c.id == changed)
+        )
+    assert recorded == page.bob  # one partner on both sides: it pairs with no one
+    value = page.alice if counterparty == "alice" else "NULL"
+    await tamper(
+        engine, db_kind, f"UPDATE posting SET counterparty_account_id = {value} WHERE id = {changed}"
+    )
+    report = await verify(sessions)
+    assert [(f.kind, f.posting_id) for f in report.faults] == [("chain", changed)]
+    assert "hash" in report.faults[0].detail
+
+
 async def test_a_posting_deleted_in_the_middle_is_named(
     engine: AsyncEngine, sessions: Sessions, db_kind: str, page: Page
 ) -> None:
