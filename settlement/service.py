@@ -19,7 +19,7 @@ Design note
   tables to ``account`` or ``posting``), so writers never wait for it, nor it for them.
 * Who owes whom. Each posting names the account it pairs with (``counterparty_account_id``, in
   its hash; see the engine's design note), so the day is one aggregate per (account,
-  counterparty, side), with no sort by transaction, and the matrix is read off its few rows
+  counterparty), with no sort by transaction, and the matrix is read off its few rows
   (:func:`_pair_day`). Transactions with several partners on both sides (the services make
   none), and postings written before counterparties were recorded, are paired by
   ``netting.pair_legs``, streamed one transaction at a time. Nothing loops over postings in
@@ -530,7 +530,7 @@ async def _pair_day(session: AsyncSession, batch_id: int, currency: str, *, lega
     """The day's (debtor, creditor) -> micros and its number of postings, in one aggregate.
 
     Every posting names the account it pairs with (see the engine's design note), so the day
-    is summed per (account, counterparty, side) in one pass over the batch's ranges, with no
+    is summed per (account, counterparty) in one pass over the batch's ranges, with no
     sort by transaction, and the sums become the matrix here: a credit leg is owed by its
     counterparty's partner, a debit leg owes it; a leg that names its own partner pairs with
     no one. The postings of ``settle`` transactions name their own account, so they add
@@ -546,17 +546,25 @@ async def _pair_day(session: AsyncSession, batch_id: int, currency: str, *, lega
         )
     }
     counterparty = p.c.counterparty_account_id
-    credit = (p.c.amount > 0).label("credit")
+    # Per (account, counterparty): what the account was credited, and everything it moved.
+    # On PostgreSQL the ``posting_pairs`` statistics (migration 0007) tell the planner how few
+    # such groups there are, so that each worker sums its share of the day before they meet.
     sums = await session.execute(
-        select(p.c.account_id, counterparty, credit, func.sum(p.c.amount), func.count())
+        select(
+            p.c.account_id,
+            counterparty,
+            func.sum(p.c.amount).filter(p.c.amount > 0),
+            func.sum(p.c.amount),
+            func.count(),
+        )
         .select_from(_in_ranges(batch_id))
         .where(p.c.id.between(low, high))
-        .group_by(p.c.account_id, counterparty, credit)
+        .group_by(p.c.account_id, counterparty)
     )
     matrix: dict[tuple[str, str], int] = defaultdict(int)
     postings = 0
     by_transaction = False
-    for account_id, other, is_credit, total, count in sums:
+    for account_id, other, credited, total, count in sums:
         if other is None or other == SEVERAL_COUNTERPARTIES:
             by_transaction = True
             continue
@@ -564,10 +572,11 @@ async def _pair_day(session: AsyncSession, batch_id: int, currency: str, *, lega
         mine, theirs = partner_of[account_id], partner_of[other]
         if mine == theirs:
             continue
-        if is_credit:
-            matrix[theirs, mine] += int(total)
-        else:
-            matrix[mine, theirs] -= int(total)
+        credited = int(credited or 0)
+        if credited:  # owed to this account by the counterparty's partner
+            matrix[theirs, mine] += credited
+        if total != credited:  # owed by this account to the counterparty's partner
+            matrix[mine, theirs] += credited - int(total)
 
     settle_transactions = list(
         (

@@ -148,6 +148,21 @@ async def test_a_changed_counterparty_is_named(
     assert "hash" in report.faults[0].detail
 
 
+async def test_a_posting_moved_to_another_ledger_is_named(
+    engine: AsyncEngine, sessions: Sessions, db_kind: str, page: Page
+) -> None:
+    """The hash does not cover the ledger (the account fixes it): a posting of alice's on
+    another ledger than her account's is named all the same, and its transaction no longer
+    sums to zero on either."""
+    changed = page.postings[page.alice, 2]
+    await tamper(engine, db_kind, f"UPDATE posting SET ledger = 'HTL' WHERE id = {changed}")
+    report = await verify(sessions)
+    first = report.faults[0]
+    assert (first.kind, first.posting_id, first.account_id) == ("chain", changed, page.alice)
+    assert "is on ledger HTL, its account on SKY" in first.detail
+    assert {f.transaction_id for f in faults_of(report, "zero-sum")} == {page.transfer}
+
+
 async def test_a_posting_deleted_in_the_middle_is_named(
     engine: AsyncEngine, sessions: Sessions, db_kind: str, page: Page
 ) -> None:
