@@ -140,9 +140,8 @@ async def test_a_changed_counterparty_is_named(
         )
     assert recorded == page.bob  # one partner on both sides: it pairs with no one
     value = page.alice if counterparty == "alice" else "NULL"
-    await tamper(
-        engine, db_kind, f"UPDATE posting SET counterparty_account_id = {value} WHERE id = {changed}"
-    )
+    change = f"UPDATE posting SET counterparty_account_id = {value} WHERE id = {changed}"
+    await tamper(engine, db_kind, change)
     report = await verify(sessions)
     assert [(f.kind, f.posting_id) for f in report.faults] == [("chain", changed)]
     assert "hash" in report.faults[0].detail
@@ -246,3 +245,43 @@ async def test_the_operator_command_exits_non_zero_and_names_the_posting(
     assert answer["first_fault"]["posting_id"] == changed
     assert answer["first_fault"]["account_id"] == page.bob
     assert answer["first_fault"]["transaction_id"] == str(page.transfer)
+
+
+async def _split_everywhere(sessions: Sessions, page: Page, points: list[int]) -> None:
+    """Walked in two processes, split at each of ``points`` (the second walk starting at that
+    posting id), verify says exactly what one walk says."""
+    whole = (await verify(sessions)).as_dict()
+    for split_at in points:
+        async with sessions() as s:
+            halves = (await verify_ledger(s, split_at=split_at)).as_dict()
+        assert halves == whole, split_at
+
+
+@pytest.mark.postgres_only
+async def test_a_clean_ledger_split_anywhere_verifies(sessions: Sessions, page: Page) -> None:
+    ids = sorted(page.postings.values())
+    await _split_everywhere(sessions, page, [ids[1], ids[3], ids[-1], ids[-1] + 1])
+    async with sessions() as s:
+        report = await verify_ledger(s, split_at=ids[2])
+    assert report.ok and report.postings == 6
+
+
+@pytest.mark.postgres_only
+@pytest.mark.parametrize(
+    "change",
+    [
+        "UPDATE posting SET amount = -3 WHERE id = {alice_2}",
+        "UPDATE posting SET amount = -3, balance_after = 97 WHERE id = {alice_2}",
+        "DELETE FROM posting WHERE id = {alice_2}",
+        "UPDATE posting SET prev_hash = hash WHERE id = {alice_3}",
+    ],
+)
+async def test_a_split_walk_names_what_one_walk_names(
+    engine: AsyncEngine, sessions: Sessions, page: Page, change: str
+) -> None:
+    """Around the changed row: the second walk starting at it (so the junction must catch a
+    posting that does not follow on) and just after it."""
+    alice_2, alice_3 = page.postings[page.alice, 2], page.postings[page.alice, 3]
+    await tamper(engine, "postgresql", change.format(alice_2=alice_2, alice_3=alice_3))
+    assert not (await verify(sessions)).ok
+    await _split_everywhere(sessions, page, [alice_2, alice_3, alice_3 + 1])
