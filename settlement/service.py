@@ -56,6 +56,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    true,
     tuple_,
     update,
 )
@@ -507,12 +508,22 @@ async def _id_bounds(session: AsyncSession, batch_id: int) -> tuple[int, int]:
     sequence with no per-session cache, as the migrations make it), so every posting the
     batch took lies between the two, and the day is one range scan of the primary key."""
     p, r = posting_t, range_t
-    ends = or_(p.c.seq == func.coalesce(r.c.after_seq, 0) + 1, p.c.seq == r.c.through_seq)
+
+    def end(seq: Any, extreme: Any) -> Any:
+        # An equality per range on (account_id, seq): one index probe each.
+        return (
+            select(extreme(p.c.id))
+            .select_from(p.join(r, and_(r.c.account_id == p.c.account_id, p.c.seq == seq)))
+            .where(r.c.batch_id == batch_id)
+            .scalar_subquery()
+        )
+
     low, high = (
         await session.execute(
-            select(func.min(p.c.id), func.max(p.c.id))
-            .select_from(p.join(r, and_(r.c.account_id == p.c.account_id, ends)))
-            .where(r.c.batch_id == batch_id)
+            select(
+                end(func.coalesce(r.c.after_seq, 0) + 1, func.min),
+                end(r.c.through_seq, func.max),
+            )
         )
     ).one()
     return int(low), int(high)
@@ -703,17 +714,34 @@ async def _donation_stats(
         .distinct()
         .subquery()
     )
+    t = transaction_t
+    transaction: Any
+    if session.get_bind().dialect.name == "postgresql":
+        # Each transaction by its primary key (LATERAL, the LIMIT keeping it from being
+        # flattened into a join): a day without donations must not make the planner expect
+        # none and scan every transaction of the day for them.
+        transaction = (
+            select(t.c.partner_id, t.c.kind, t.c.points)
+            .where(t.c.id == touched.c.tx)
+            .limit(1)
+            .lateral("transaction")
+        )
+        joined = touched.join(transaction, true())
+    else:
+        transaction = t
+        joined = touched.join(t, t.c.id == touched.c.tx)
+    tc = transaction.c
     rows = await session.execute(
         select(
             touched.c.charity,
-            transaction_t.c.partner_id,
-            transaction_t.c.kind,
+            tc.partner_id,
+            tc.kind,
             func.count(),
-            cast(func.sum(transaction_t.c.points), BigInteger),
+            cast(func.sum(tc.points), BigInteger),
         )
-        .join(transaction_t, transaction_t.c.id == touched.c.tx)
-        .where(transaction_t.c.kind.in_(["donate", "reverse"]))
-        .group_by(touched.c.charity, transaction_t.c.partner_id, transaction_t.c.kind)
+        .select_from(joined)
+        .where(tc.kind.in_(["donate", "reverse"]))
+        .group_by(touched.c.charity, tc.partner_id, tc.kind)
     )
     counts: dict[tuple[uuid.UUID, uuid.UUID], dict[str, int]] = defaultdict(dict)
     for charity, brand, kind, count, points in rows:
