@@ -92,7 +92,13 @@ class LedgerTransaction(Base):
             name="kind",
         ),
         CheckConstraint("points >= 0", name="points"),
-        Index("ix_ledger_transaction_reverses_id", "reverses_id"),
+        # Only reversals are looked up by it (migration 0008).
+        Index(
+            "ix_ledger_transaction_reverses_id",
+            "reverses_id",
+            postgresql_where=text("reverses_id IS NOT NULL"),
+            sqlite_where=text("reverses_id IS NOT NULL"),
+        ),
         # A batch item's key names one transaction of its partner, for good: the database
         # refuses a second. Single POSTs keep their Idempotency-Key here too, but theirs is the
         # request's, which may be used again once its 24 h record has lapsed.
