@@ -114,6 +114,8 @@ class LedgerTransaction(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid7)
     kind: Mapped[str] = mapped_column(String(16))
+    # On PostgreSQL a statement-level trigger checks the partner and the reversed transaction,
+    # once per INSERT, in place of these two foreign keys' check per row (migration 0009).
     partner_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("partner.id"))
     points: Mapped[int] = mapped_column(BigInteger, default=0)
     reference: Mapped[str | None] = mapped_column(String(200))
@@ -143,6 +145,7 @@ class Posting(Base):
     # On PostgreSQL the posting statement trigger checks that the transaction exists, once per
     # INSERT (migration 0006), instead of this foreign key's check per row.
     transaction_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("ledger_transaction.id"))
+    # On PostgreSQL the same trigger checks the accounts too (migration 0009).
     account_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("account.id"))
     ledger: Mapped[str] = mapped_column(String(16))
     seq: Mapped[int] = mapped_column(BigInteger)

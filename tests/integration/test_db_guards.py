@@ -322,3 +322,48 @@ async def test_a_temporary_table_cannot_stand_in_for_the_transactions(
             await connection.execute(insert(posting_t).values(_leg_rows(nowhere, legs, heads)))
     async with sessions() as s:
         assert await snapshot(s) == before
+
+
+@pytest.mark.postgres_only
+async def test_postings_and_transactions_must_refer_to_what_exists(
+    engine: AsyncEngine, sessions: Sessions, sky: PartnerInfo, ledger: dict[str, int]
+) -> None:
+    """Checked once per INSERT statement (in place of per-row foreign keys): a posting on an
+    account that does not exist, a transaction of a partner that does not exist, a reversal
+    of a transaction that does not exist. Each is refused and nothing is left."""
+    async with sessions() as s:
+        before = await snapshot(s)
+    ghost = 10**12
+    with pytest.raises(IntegrityError, match=f"postings refer to account {ghost}"):
+        await write_directly(engine, sky, [[(ledger["alice"], "SKY", 5), (ghost, "SKY", -5)]])
+    nobody, nothing = uuid7(), uuid7()
+    for values, message in (
+        ({"partner_id": nobody}, f"refer to partner {nobody}"),
+        ({"partner_id": sky.id, "reverses_id": nothing}, f"reverses transaction {nothing}"),
+    ):
+        with pytest.raises(IntegrityError, match=message):
+            async with engine.begin() as connection:
+                await connection.execute(
+                    insert(transaction_t).values(
+                        id=uuid7(), kind="reverse", points=1, created_at=utcnow(), **values
+                    )
+                )
+    async with sessions() as s:
+        assert await snapshot(s) == before
+
+
+async def test_accounts_and_partners_are_never_deleted(
+    engine: AsyncEngine, sessions: Sessions, sky: PartnerInfo, ledger: dict[str, int]
+) -> None:
+    """Postings and transactions name them; the database refuses to remove them, even an
+    account without a posting."""
+    async with sessions() as s, s.begin():
+        bob, _ = await service.enrol_member(s, sky, "bob")
+    for statement in (
+        f"DELETE FROM account WHERE id = {bob.account_id}",
+        f"DELETE FROM account WHERE id = {ledger['alice']}",
+        f"DELETE FROM partner WHERE id = '{sky.id.hex}'",
+    ):
+        with pytest.raises(IntegrityError, match=r"DELETE on (account|partner) refused"):
+            async with engine.begin() as connection:
+                await connection.execute(text(statement))
