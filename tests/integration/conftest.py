@@ -39,10 +39,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from exchange.app import create_app
 from exchange.ledger.models import LedgerTransaction, Posting
 from exchange.settings import Settings
-from exchange.signing import load_master_key
+from exchange.signing import ExchangeKeys, load_exchange_keys, load_master_key
 from partners.httpsig import sign_request, signature_base, verify_response
 from partners.service import PartnerInfo, add_key
 from tests.conftest import make_partner
+from tests.integration.settlement_support import Cast, make_cast
 
 BASE_URL = "http://exchange.test"
 AUTO = object()
@@ -281,3 +282,20 @@ async def partners(
         htl=await register_key(sessions, master_key, htl),
         master_key=master_key,
     )
+
+
+@pytest.fixture
+def keys(settings: Settings) -> ExchangeKeys:
+    """The exchange's signing keys, as the service loads them."""
+    return load_exchange_keys(settings)
+
+
+@pytest.fixture
+async def cast(
+    sessions: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    sky: PartnerInfo,
+    htl: PartnerInfo,
+) -> Cast:
+    """The settlement tests' five participants (``settlement_support``)."""
+    return await make_cast(sessions, settings, sky, htl)

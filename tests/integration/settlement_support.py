@@ -8,6 +8,7 @@ to zero. Points legs are left out: settlement reads the money ledger only.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import math
 import uuid
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from exchange.base import utcnow
 from exchange.ledger.engine import Leg, PostedTransaction, TransactionSpec, post_transaction
 from exchange.ledger.models import Account
 from exchange.settings import Settings
@@ -34,6 +36,14 @@ SETTLED = """
 """
 """Every posting a batch took, by its batch: the postings in the batch's ranges, less the
 ``settle`` payouts among them. Spelled out in SQL here, apart from the code under test."""
+
+
+async def cutoff_now() -> dt.datetime:
+    """A cutoff strictly after everything posted so far and before anything posted next."""
+    await asyncio.sleep(0.002)
+    now = utcnow()
+    await asyncio.sleep(0.002)
+    return now
 
 
 async def settlement_account(

@@ -31,7 +31,7 @@ from exchange.ledger.engine import Leg, TransactionSpec, post_transaction
 from exchange.ledger.models import Account, LedgerTransaction, Posting
 from exchange.ledger.verify import verify_ledger
 from exchange.settings import Settings, get_settings
-from exchange.signing import ExchangeKeys, load_exchange_keys, verify_document
+from exchange.signing import ExchangeKeys, verify_document
 from partners.service import PartnerInfo
 from settlement.calendar import BusinessCalendar
 from settlement.cli import settlement_group
@@ -67,7 +67,7 @@ from tests.integration.settlement_support import (
     Cast,
     SteppedCalendar,
     convert,
-    make_cast,
+    cutoff_now,
     named_instructions,
     named_matrix,
     named_positions,
@@ -79,34 +79,11 @@ from tests.integration.settlement_support import (
 HOUR = dt.timedelta(hours=1)
 
 
-@pytest.fixture
-async def cast(
-    sessions: async_sessionmaker[AsyncSession],
-    settings: Settings,
-    sky: PartnerInfo,
-    htl: PartnerInfo,
-) -> Cast:
-    return await make_cast(sessions, settings, sky, htl)
-
-
-@pytest.fixture
-def keys(settings: Settings) -> ExchangeKeys:
-    return load_exchange_keys(settings)
-
-
-async def _cutoff_now() -> dt.datetime:
-    """A cutoff strictly after everything posted so far and before anything posted next."""
-    await asyncio.sleep(0.002)
-    now = utcnow()
-    await asyncio.sleep(0.002)
-    return now
-
-
 async def _two_days(
     sessions: async_sessionmaker[AsyncSession], settings: Settings, keys: ExchangeKeys, cast: Cast
 ) -> tuple[SteppedCalendar, BatchView, BatchView]:
     await post_day1(sessions, cast)
-    calendar = SteppedCalendar(DAY1, await _cutoff_now(), HOUR)
+    calendar = SteppedCalendar(DAY1, await cutoff_now(), HOUR)
     day1 = await settle_day(sessions, DAY1, settings=settings, keys=keys, calendar=calendar)
     await post_day2(sessions, cast)
     day2 = await settle_day(
@@ -190,7 +167,7 @@ async def test_days_settle_in_order_and_only_once_ended(
     sessions: async_sessionmaker[AsyncSession], settings: Settings, keys: ExchangeKeys, cast: Cast
 ) -> None:
     await post_day1(sessions, cast)
-    calendar = SteppedCalendar(DAY1, await _cutoff_now(), HOUR)
+    calendar = SteppedCalendar(DAY1, await cutoff_now(), HOUR)
     with pytest.raises(SettlementNotDue):
         await settle_day(sessions, DAY2, settings=settings, keys=keys, calendar=calendar)
     day3 = DAY2 + dt.timedelta(days=1)
@@ -342,7 +319,7 @@ async def test_marking_paid_books_the_payouts_and_freezes_the_batch(
     sessions: async_sessionmaker[AsyncSession], settings: Settings, keys: ExchangeKeys, cast: Cast
 ) -> None:
     await post_day1(sessions, cast)
-    calendar = SteppedCalendar(DAY1, await _cutoff_now(), HOUR)
+    calendar = SteppedCalendar(DAY1, await cutoff_now(), HOUR)
     day1 = await settle_day(sessions, DAY1, settings=settings, keys=keys, calendar=calendar)
     async with sessions() as session, session.begin():
         paid = await mark_paid(session, DAY1)
@@ -404,7 +381,7 @@ async def test_a_partner_joining_later_is_settled_from_its_first_posting(
     sessions: async_sessionmaker[AsyncSession], settings: Settings, keys: ExchangeKeys, cast: Cast
 ) -> None:
     await post_day1(sessions, cast)
-    calendar = SteppedCalendar(DAY1, await _cutoff_now(), HOUR)
+    calendar = SteppedCalendar(DAY1, await cutoff_now(), HOUR)
     await settle_day(sessions, DAY1, settings=settings, keys=keys, calendar=calendar)
     newcomer = await _outsider(sessions, settings)
     await convert(sessions, cast.sky, newcomer, cast.op, 1_000_000, 0)
@@ -428,7 +405,7 @@ async def test_the_operator_commands(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     await post_day1(sessions, cast)
-    cutoff = await _cutoff_now()
+    cutoff = await cutoff_now()
     env = {
         "EXCHANGE_DATA_DIR": str(settings.data_dir),
         "EXCHANGE_DATABASE_URL": settings.database_url or "",
@@ -500,7 +477,7 @@ async def test_transactions_the_exchange_does_not_make_still_pair_exactly(
                (cast.aid, 8_000_000, 0))  # fmt: skip
     await post((cast.sky, -10_000_000, 0), (cast.sky, 3_000_000, 1), (cast.htl, 7_000_000, 0))
     await post((cast.op, 10_000_000, 0), (cast.op, -3_000_000, 1), (cast.ret, -7_000_000, 0))
-    calendar = SteppedCalendar(DAY1, await _cutoff_now(), HOUR)
+    calendar = SteppedCalendar(DAY1, await cutoff_now(), HOUR)
     batch = await settle_day(sessions, DAY1, settings=settings, keys=keys, calendar=calendar)
 
     several = pair_legs(

@@ -21,8 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from exchange.base import utcnow
 from exchange.db import create_engine, session_maker
 from exchange.settings import Settings
-from exchange.signing import ExchangeKeys, load_exchange_keys
-from partners.service import PartnerInfo
+from exchange.signing import ExchangeKeys
 from settlement.calendar import BusinessCalendar, parse_cutoff
 from settlement.models import OutboxEvent, SettlementBatch, SettlementStatement
 from settlement.service import get_batch, mark_paid, settle_day, settle_due
@@ -34,7 +33,6 @@ from tests.integration.settlement_support import (
     SETTLED,
     Cast,
     SteppedCalendar,
-    make_cast,
     named_instructions,
     named_matrix,
     named_positions,
@@ -46,21 +44,6 @@ pytestmark = pytest.mark.postgres_only
 
 ROOT = Path(__file__).resolve().parents[2]
 HOUR = dt.timedelta(hours=1)
-
-
-@pytest.fixture
-async def cast(
-    sessions: async_sessionmaker[AsyncSession],
-    settings: Settings,
-    sky: PartnerInfo,
-    htl: PartnerInfo,
-) -> Cast:
-    return await make_cast(sessions, settings, sky, htl)
-
-
-@pytest.fixture
-def keys(settings: Settings) -> ExchangeKeys:
-    return load_exchange_keys(settings)
 
 
 async def _sleep_until(instant: dt.datetime) -> None:

@@ -13,7 +13,6 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 
-import pytest
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -23,7 +22,7 @@ from exchange.ledger.engine import GENESIS_HASH, Leg, TransactionSpec, post_tran
 from exchange.ledger.models import Account, LedgerTransaction, Posting
 from exchange.ledger.verify import verify_ledger
 from exchange.settings import Settings
-from exchange.signing import ExchangeKeys, load_exchange_keys
+from exchange.signing import ExchangeKeys
 from partners.service import PartnerInfo
 from settlement.models import SettlementBatch, SettlementEntry, SettlementRange
 from settlement.netting import pair_legs
@@ -35,32 +34,13 @@ from tests.integration.settlement_support import (
     Cast,
     SteppedCalendar,
     convert,
-    make_cast,
+    cutoff_now,
     named_matrix,
     settlement_account,
 )
 
 Sessions = async_sessionmaker[AsyncSession]
 HOUR = dt.timedelta(hours=1)
-
-
-@pytest.fixture
-async def cast(sessions: Sessions, settings: Settings, sky: PartnerInfo, htl: PartnerInfo) -> Cast:
-    return await make_cast(sessions, settings, sky, htl)
-
-
-@pytest.fixture
-def keys(settings: Settings) -> ExchangeKeys:
-    return load_exchange_keys(settings)
-
-
-async def _cutoff_now() -> dt.datetime:
-    import asyncio
-
-    await asyncio.sleep(0.002)
-    now = utcnow()
-    await asyncio.sleep(0.002)
-    return now
 
 
 async def _post(
@@ -178,7 +158,7 @@ async def test_a_cutoff_in_the_middle_of_the_chains_splits_them_there(
     its own conversions."""
     for _ in range(3):
         await convert(sessions, cast.sky, cast.htl, cast.op, 1_000, 10)
-    cutoff = await _cutoff_now()
+    cutoff = await cutoff_now()
     for _ in range(4):
         await convert(sessions, cast.sky, cast.htl, cast.op, 2_000, 20)
     calendar = SteppedCalendar(DAY1, cutoff, HOUR)
@@ -204,7 +184,7 @@ async def test_the_database_keeps_each_accounts_ranges_one_chain(
 ) -> None:
     for _ in range(3):
         await convert(sessions, cast.sky, cast.htl, cast.op, 1_000, 10)
-    calendar = SteppedCalendar(DAY1, await _cutoff_now(), HOUR)
+    calendar = SteppedCalendar(DAY1, await cutoff_now(), HOUR)
     day1 = await settle_day(sessions, DAY1, settings=settings, keys=keys, calendar=calendar)
     (sky,) = await _shards(sessions, cast.sky, 0)
     assert (await _ranges(sessions, day1.id))[sky] == (None, 3)
@@ -254,7 +234,7 @@ async def test_transactions_with_several_partners_on_both_sides_are_paired_by_tr
     several = [("sky", 0, -100_000), ("htl", 0, -50_000), ("ret", 0, 120_000), ("aid", 0, 30_000)]
     await _post(sessions, cast, several)
     await _post(sessions, cast, several)
-    calendar = SteppedCalendar(DAY1, await _cutoff_now(), HOUR)
+    calendar = SteppedCalendar(DAY1, await cutoff_now(), HOUR)
     day1 = await settle_day(sessions, DAY1, settings=settings, keys=keys, calendar=calendar)
 
     expected: dict[tuple[str, str], int] = defaultdict(int)
@@ -350,7 +330,7 @@ async def test_postings_from_before_counterparties_settle_once(
         report = await verify_ledger(session)
     assert report.ok, report.as_dict()
 
-    calendar = SteppedCalendar(DAY1, await _cutoff_now(), HOUR)
+    calendar = SteppedCalendar(DAY1, await cutoff_now(), HOUR)
     day1 = await settle_day(sessions, DAY1, settings=settings, keys=keys, calendar=calendar)
     assert named_matrix(cast, day1.obligations) == {
         ("HTL", "SKY"): 2_000,

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from exchange.base import utcnow
 from exchange.errors import InvalidInput, PartnerNotFound
 from exchange.settings import Settings
-from exchange.signing import ExchangeKeys, load_exchange_keys
+from exchange.signing import ExchangeKeys
 from partners.httpsig import SignatureInvalid, VerifyKey, verify_request
 from partners.service import PartnerInfo
 from settlement.models import OutboxEvent
@@ -77,11 +77,6 @@ class Receiver:
             self.bodies[event["event_id"]] = event
             self.paths[event["event_id"]] = target
         return status
-
-
-@pytest.fixture
-def keys(settings: Settings) -> ExchangeKeys:
-    return load_exchange_keys(settings)
 
 
 @pytest.fixture
