@@ -9,7 +9,8 @@ Design note
   so that posting is found by bisection, a few index lookups per account (:func:`_take_ranges`),
   and a posting that commits after the batch was taken, though created before the cutoff,
   goes to the next batch. A transaction's postings share their stamp and commit together, so a
-  transaction is never split between two batches. The ranges' constraints chain each account's
+  transaction is not split between two batches (unless its postings were stamped out of order,
+  see below). The ranges' constraints chain each account's
   ranges end to start, so no posting is ever in two batches and none is left out. The
   postings of ``settle`` transactions (the payouts booked by :func:`mark_paid`) lie in the
   ranges too, and add nothing (below) and are not counted.
@@ -22,7 +23,9 @@ Design note
   counterparty), with no sort by transaction, and the matrix is read off its few rows
   (:func:`_pair_day`). Transactions with several partners on both sides (the services make
   none), and postings written before counterparties were recorded, are paired by
-  ``netting.pair_legs``, streamed one transaction at a time. Nothing loops over postings in
+  ``netting.pair_legs``, streamed one transaction at a time; one that a cutoff cut in two
+  (only postings stamped out of order can be) is paired whole by the batch that takes its
+  last posting (:func:`_pair_split`). Nothing loops over postings in
   Python and no result grows with the day: the matrix has at most ``n * (n - 1)`` rows.
 * Exactly once. A day is written by one database transaction (batch, ranges, matrix,
   positions, instructions, statements, ``settlement.ready`` events), so a run that dies
@@ -657,14 +660,14 @@ async def _pair_by_transaction(
     current: uuid.UUID | None = None
     amounts: dict[str, int] = defaultdict(int)
     count = 0
+    split: list[uuid.UUID] = []
 
     def pair() -> None:
         nets = {partner: amount for partner, amount in amounts.items() if amount}
         if sum(nets.values()):
-            raise RuntimeError(
-                f"transaction {current} is split between business days (its postings were"
-                " not stamped in sequence order); it cannot be paired"
-            )
+            assert current is not None
+            split.append(current)  # only part of it is in this batch: see _pair_split
+            return
         for o in pair_legs(nets):
             matrix[o.debtor, o.creditor] += o.amount_micros
 
@@ -677,7 +680,47 @@ async def _pair_by_transaction(
         count += 1
     if amounts:
         pair()
+    for transaction_id in split:
+        await _pair_split(session, batch_id, transaction_id, partner_of, matrix)
     return count
+
+
+async def _pair_split(
+    session: AsyncSession,
+    batch_id: int,
+    transaction_id: uuid.UUID,
+    partner_of: dict[int, str],
+    matrix: dict[tuple[str, str], int],
+) -> None:
+    """A transaction paired by transaction whose postings fall into two batches. Its postings
+    are stamped together, so that happens only when they were not stamped in sequence order:
+    postings written before the engine stamped them under its locks (the first day settled
+    after the upgrade can cut through those), or a clock that stepped back. Each posting is
+    still in exactly one batch; the transaction is paired whole, once, by the batch that
+    takes the last of its postings (the ranges up to it cover them all), and not before."""
+    p, r, e = posting_t, range_t, entry_t
+    legs = (
+        await session.execute(
+            select(p.c.id, p.c.account_id, p.c.seq, p.c.amount).where(
+                p.c.transaction_id == transaction_id,
+                one_of(session, p.c.account_id, sorted(partner_of)),
+            )
+        )
+    ).all()
+    for posting_id, account_id, seq, _ in legs:
+        covered = await session.scalar(
+            select(func.max(r.c.through_seq)).where(
+                r.c.account_id == account_id, r.c.batch_id <= batch_id
+            )
+        )
+        taken = await session.scalar(select(exists().where(e.c.posting_id == posting_id)))
+        if (covered or 0) < seq and not taken:
+            return  # a later batch takes the rest, and pairs it then
+    nets: dict[str, int] = defaultdict(int)
+    for _, account_id, _, amount in legs:
+        nets[partner_of[account_id]] += int(amount)
+    for o in pair_legs({partner: amount for partner, amount in nets.items() if amount}):
+        matrix[o.debtor, o.creditor] += o.amount_micros
 
 
 async def _donation_stats(

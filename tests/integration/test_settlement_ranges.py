@@ -251,13 +251,16 @@ async def test_transactions_with_several_partners_on_both_sides_are_paired_by_tr
 
 
 async def _write_legacy(
-    engine: AsyncEngine, session_accounts: dict[int, int], initiator: PartnerInfo
+    engine: AsyncEngine,
+    session_accounts: dict[int, int],
+    initiator: PartnerInfo,
+    created_at: dt.datetime | None = None,
 ) -> tuple[uuid.UUID, list[int]]:
     """A money transaction as written before counterparties were recorded: postings without
     one, hashed with encoding version 1, and the account heads moved to match. Returns the
     transaction and its postings' ids."""
     transaction_id = uuid7()
-    now = utcnow()
+    now = created_at or utcnow()
     async with engine.begin() as connection:
         heads = {
             row.id: row
@@ -339,3 +342,42 @@ async def test_postings_from_before_counterparties_settle_once(
         ("SKY", "OP"): 10,
     }
     assert day1.postings == 3 + 3
+
+
+async def test_a_transaction_stamped_out_of_order_is_paired_once_when_whole(
+    engine: AsyncEngine, sessions: Sessions, settings: Settings, keys: ExchangeKeys, cast: Cast
+) -> None:
+    """Postings from before the engine stamped under its locks may run against their order
+    across a cutoff. Written in this order, stamped late (after the first cutoff), early, late:
+
+        A  HTL -1 000, OP +1 000   late   (HTL seq 1, OP seq 1)
+        B  SKY -505, HTL +500, OP +5  early  (SKY seq 1, HTL seq 2, OP seq 2)
+        C  HTL -7, SKY +7          late   (HTL seq 3, SKY seq 2)
+
+    The first day takes OP 1..2 and SKY 1 (each chain up to its last early posting it can
+    bisect to), so A and B are each cut in two. Each posting is still settled once, the first
+    day pairs neither half-transaction, and the second, which takes the rest, pairs both."""
+    sky, htl, op = [(await _shards(sessions, p, 0))[0] for p in (cast.sky, cast.htl, cast.op)]
+    cutoff = utcnow()
+    late, early = cutoff + dt.timedelta(seconds=1), cutoff - dt.timedelta(seconds=1)
+    await _write_legacy(engine, {htl: -1_000, op: 1_000}, cast.htl, late)
+    await _write_legacy(engine, {sky: -505, htl: 500, op: 5}, cast.sky, early)
+    await _write_legacy(engine, {htl: -7, sky: 7}, cast.htl, late)
+    calendar = SteppedCalendar(DAY1, cutoff, HOUR)
+    day1 = await settle_day(
+        sessions, DAY1, settings=settings, keys=keys, calendar=calendar, now=late
+    )
+    assert await _ranges(sessions, day1.id) == {op: (None, 2), sky: (None, 1)}
+    assert (day1.postings, day1.obligations) == (3, ())
+    day2 = await settle_day(
+        sessions, DAY2, settings=settings, keys=keys, calendar=calendar,
+        now=calendar.cutoff_at(DAY2),
+    )  # fmt: skip
+    assert await _ranges(sessions, day2.id) == {htl: (None, 3), sky: (1, 2)}
+    assert day2.postings == 4
+    assert named_matrix(cast, day2.obligations) == {
+        ("HTL", "OP"): 1_000,
+        ("SKY", "HTL"): 500,
+        ("SKY", "OP"): 5,
+        ("HTL", "SKY"): 7,
+    }
