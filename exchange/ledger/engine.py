@@ -54,6 +54,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any, NamedTuple, cast
 
 from sqlalchemy import ColumnElement, Table, any_, bindparam, func, insert, select, update
@@ -87,6 +88,8 @@ _POSTING_LAYOUT = struct.Struct(">11sqq16sqq32s")
 _POSTING_PREFIX = b"posting/v1\x00"
 _POSTING_LAYOUT_V2 = struct.Struct(">11sqq16sqq32sq")
 _POSTING_PREFIX_V2 = b"posting/v2\x00"
+_PACK_V2 = _POSTING_LAYOUT_V2.pack
+_sha256 = hashlib.sha256
 
 SEVERAL_COUNTERPARTIES = 0
 """The ``counterparty_account_id`` of every posting of a transaction that has several partners
@@ -108,7 +111,7 @@ def posting_hash(
             _POSTING_PREFIX, account_id, seq, transaction_id.bytes, amount, balance_after, prev_hash
         )
     else:
-        packed = _POSTING_LAYOUT_V2.pack(
+        packed = _PACK_V2(
             _POSTING_PREFIX_V2, account_id, seq, transaction_id.bytes, amount, balance_after,
             prev_hash, counterparty,
         )  # fmt: skip
@@ -289,19 +292,47 @@ def _insert_statement(table: Table, columns: tuple[str, ...], constants: tuple[s
     return statement
 
 
+_COPY_FROM_ROWS = 64
+"""From this many rows, :func:`_insert` hands PostgreSQL the rows by ``COPY`` (binary)."""
+
+
+async def _copy_driver(session: AsyncSession) -> Any:
+    """The session's asyncpg connection, if it is inside the session's transaction."""
+    connection = await session.connection()
+    driver = (await connection.get_raw_connection()).driver_connection
+    return driver if driver is not None and driver.is_in_transaction() else None
+
+
 async def _insert(
     session: AsyncSession,
     table: Table,
     columns: Mapping[str, list[Any]],
     constants: Mapping[str, Any],
 ) -> None:
-    """Insert rows given column by column, with ``constants`` the same in every row. On
-    PostgreSQL, one statement whatever the number of rows (``INSERT ... SELECT * FROM
-    unnest(<one array per column>)``): a thousand rows cost one round trip, where an
-    executemany costs one statement each. SQLite, in process, takes the executemany."""
+    """Insert rows given column by column, with ``constants`` the same in every row.
+
+    On PostgreSQL, a few rows go in one statement (``INSERT ... SELECT * FROM unnest(<one array
+    per column>)``), one round trip where an executemany costs one statement each. A batch's
+    rows go by binary ``COPY``, in the same transaction (its triggers fire as for an INSERT):
+    asyncpg encodes a record's values without the per-element checks it makes of an array's,
+    which for a batch's 2 000 postings halved the client's time and cut the server's by a third
+    (no ``unnest`` to expand). ``COPY`` takes the values as they are, past SQLAlchemy's bind
+    processing; the engine's values are already what the driver sends (UUIDs, ints, bytes,
+    text, an aware UTC datetime). SQLite, in process, takes the executemany."""
     if not _is_postgres(session):
         await session.execute(insert(table), [{**row, **constants} for row in _rows(columns)])
         return
+    count = len(next(iter(columns.values())))
+    if count >= _COPY_FROM_ROWS:
+        driver = await _copy_driver(session)
+        if driver is not None:
+            fixed = [repeat(value, count) for value in constants.values()]
+            await driver.copy_records_to_table(
+                table.name,
+                records=list(zip(*columns.values(), *fixed, strict=True)),
+                columns=[*columns, *constants],
+            )
+            return
     statement = _insert_statement(table, tuple(columns), tuple(constants))
     await session.execute(
         statement,
@@ -399,63 +430,78 @@ def _counterparties(spec: TransactionSpec, heads: _Heads) -> list[int]:
 
 
 def _apply(
-    spec: TransactionSpec, heads: _Heads, now: dt.datetime
+    spec: TransactionSpec,
+    heads: _Heads,
+    now: dt.datetime,
+    counterparties: Sequence[int] | None = None,
 ) -> PostedTransaction | DomainError:
     """Chain one spec onto ``heads``. A refusal (a member short of points, a balance out of
-    range) is returned and leaves ``heads`` as it was; otherwise ``heads`` move past the spec."""
+    range) is returned and leaves ``heads`` as it was; otherwise ``heads`` move past the spec.
+    ``counterparties`` per leg when the caller knows them (see :func:`post_transactions`)."""
+    # Written for speed: a batch calls this a thousand times. The hash is posting_hash's
+    # version 2 inlined (verify recomputes it with posting_hash, so the two cannot drift apart
+    # unnoticed), and what the spec touches is saved as a list to undo a refusal.
     balance, held, seq, head = heads.balance, heads.held, heads.seq, heads.head
-    touched = sorted({leg.account_id for leg in spec.legs}.union(spec.held_changes))
-    before = {
-        account_id: (balance[account_id], held[account_id], seq[account_id], head[account_id])
-        for account_id in touched
-    }
+    ledger_of, kind_of = heads.ledger, heads.kind
+    legs, held_changes = spec.legs, spec.held_changes
+    touched = {leg[0] for leg in legs}
+    if held_changes:
+        touched.update(held_changes)
+    before = [
+        (account_id, balance[account_id], held[account_id], seq[account_id], head[account_id])
+        for account_id in sorted(touched)
+    ]
     transaction_id = spec.transaction_id or uuid7()
-    for account_id, delta in spec.held_changes.items():
+    transaction_bytes = transaction_id.bytes
+    for account_id, delta in held_changes.items():
         held[account_id] += delta
+    if counterparties is None:
+        counterparties = _counterparties(spec, heads)
     lines: list[PostedLine] = []
     refusal: DomainError | None = None
-    counterparties = _counterparties(spec, heads)
-    for leg, counterparty in zip(spec.legs, counterparties, strict=True):
-        account_id = leg.account_id
-        new_balance = balance[account_id] + leg.amount
-        if abs(new_balance) > _BALANCE_LIMIT:
+    for (account_id, amount), counterparty in zip(legs, counterparties, strict=True):
+        new_balance = balance[account_id] + amount
+        if not -_BALANCE_LIMIT <= new_balance <= _BALANCE_LIMIT:
             refusal = LimitExceeded(f"account {account_id} would leave the ledger's range")
             break
         new_seq = seq[account_id] + 1
         previous = head[account_id]
-        digest = posting_hash(
-            account_id, new_seq, transaction_id, leg.amount, new_balance, previous, counterparty
-        )
+        digest = _sha256(
+            _PACK_V2(
+                _POSTING_PREFIX_V2, account_id, new_seq, transaction_bytes, amount, new_balance,
+                previous, counterparty,
+            )
+        ).digest()  # fmt: skip
         lines.append(
             PostedLine(
-                account_id, heads.ledger[account_id], new_seq, leg.amount,
-                new_balance, previous, digest, heads.kind[account_id], counterparty,
+                account_id, ledger_of[account_id], new_seq, amount, new_balance, previous,
+                digest, kind_of[account_id], counterparty,
             )
         )  # fmt: skip
         balance[account_id], seq[account_id], head[account_id] = new_balance, new_seq, digest
     else:
-        for account_id in touched:
-            # Only a debit or a new hold can make a member short; a credit never refuses.
+        # Only a member's available points (balance less held) may not go below zero.
+        for account_id, old_balance, old_held, _, _ in before:
             available = balance[account_id] - held[account_id]
-            if available < 0 and heads.kind[account_id] == "member":
-                was = before[account_id][0] - before[account_id][1]
+            if available < 0 and kind_of[account_id] == "member":
+                was = old_balance - old_held
                 refusal = InsufficientPoints(
                     spec.member_refs.get(account_id, str(account_id)), was, was - available
                 )
                 break
     if refusal is not None:
-        for account_id, (old_balance, old_held, old_seq, old_head) in before.items():
+        for account_id, old_balance, old_held, old_seq, old_head in before:
             balance[account_id], held[account_id] = old_balance, old_held
             seq[account_id], head[account_id] = old_seq, old_head
         return refusal
     return PostedTransaction(
-        id=transaction_id,
-        kind=spec.kind,
-        partner_id=spec.partner_id,
-        points=spec.points,
-        created_at=now,
-        postings=tuple(lines),
-        balances={account_id: (balance[account_id], held[account_id]) for account_id in touched},
+        transaction_id,
+        spec.kind,
+        spec.partner_id,
+        spec.points,
+        now,
+        tuple(lines),
+        {account_id: (balance[account_id], held[account_id]) for account_id in touched},
     )
 
 
@@ -504,7 +550,12 @@ async def post_transactions(
     for account_id, freed in expired.items():
         heads.held[account_id] -= freed
 
-    outcomes = [_apply(spec, heads, now) for spec in specs]
+    if len(set(heads.partner.values())) == 1:
+        # Every account is one partner's (a brand's batch, most single operations): each leg
+        # pairs with no one, and names its own account.
+        outcomes = [_apply(spec, heads, now, [leg[0] for leg in spec.legs]) for spec in specs]
+    else:
+        outcomes = [_apply(spec, heads, now) for spec in specs]
     posted = [
         (spec, outcome)
         for spec, outcome in zip(specs, outcomes, strict=True)

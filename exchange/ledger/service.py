@@ -15,7 +15,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Integer, Table, Uuid, bindparam, func, insert, select, update
+from sqlalchemy import (
+    Integer,
+    String,
+    Table,
+    Uuid,
+    bindparam,
+    func,
+    insert,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -37,7 +49,6 @@ from exchange.ledger.engine import (
     PostedTransaction,
     TransactionSpec,
     active_held,
-    one_of,
     post_transaction,
 )
 from exchange.ledger.models import Account, Hold, LedgerTransaction, Member, Posting
@@ -175,6 +186,51 @@ async def _find_member(
     return MemberAccount(row[1], member_ref, row[2], row[3])
 
 
+_SHARDS = (
+    select(account_t.c.shard, account_t.c.id)
+    .where(
+        account_t.c.partner_id == bindparam("partner_id", type_=Uuid),
+        account_t.c.kind == "issuance",
+        account_t.c.member_id.is_(None),
+    )
+    .cte("shards")
+)
+_MEMBER_ACCOUNTS = (
+    select(member_t.c.member_ref, member_t.c.id, account_t.c.id.label("account_id"))
+    .select_from(member_t)
+    .join(account_t, account_t.c.member_id == member_t.c.id)
+    .where(member_t.c.partner_id == bindparam("partner_id", type_=Uuid))
+)
+
+
+def _with_shards(found: Any, *, after: Any = None) -> Any:
+    """The members found, each with the issuance shard it meets (the brand's few shards are
+    joined by number, not looked up once per member); ``found`` joins ``after`` if given."""
+    columns = (found.c.member_ref, found.c.id, found.c.account_id, _SHARDS.c.id)
+    source = found if after is None else after.join(found, true())
+    return select(*columns).select_from(
+        source.join(
+            _SHARDS, _SHARDS.c.shard == found.c.account_id % bindparam("shards", type_=Integer)
+        )
+    )
+
+
+_wanted_ref = (
+    func.unnest(bindparam("refs", type_=ARRAY(String))).table_valued("ref").render_derived()
+)
+# On PostgreSQL one probe of the member index and one of the account's per ref, whatever the
+# sizes: a LIMIT keeps the lateral subquery from being flattened into a join, which for a
+# batch's thousand refs the planner made a hash join over a sequential scan of every account of
+# every partner.
+_FIND_MEMBERS_PG = _with_shards(
+    _MEMBER_ACCOUNTS.where(member_t.c.member_ref == _wanted_ref.c.ref).limit(1).lateral(),
+    after=_wanted_ref,
+)
+_FIND_MEMBERS = _with_shards(
+    _MEMBER_ACCOUNTS.where(member_t.c.member_ref.in_(bindparam("refs", expanding=True))).subquery()
+)
+
+
 async def find_members(
     session: AsyncSession, partner: PartnerInfo, member_refs: Iterable[str]
 ) -> dict[str, MemberAccount]:
@@ -184,9 +240,8 @@ async def find_members(
     wanted = sorted({check_member_ref(ref) for ref in member_refs})
     if not wanted:
         return {}
-    rows = await session.execute(
-        _MEMBERS.where(one_of(session, member_t.c.member_ref, wanted)), _scope(partner)
-    )
+    query = _FIND_MEMBERS_PG if session.get_bind().dialect.name == "postgresql" else _FIND_MEMBERS
+    rows = await session.execute(query, {**_scope(partner), "refs": wanted})
     return {
         ref: MemberAccount(member_id, ref, account, issuance)
         for ref, member_id, account, issuance in rows

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import uuid
 
+import asyncpg
 import pytest
 from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from exchange.base import utcnow, uuid7
+from exchange.ledger import engine as ledger_engine
 from exchange.ledger import service
 from exchange.ledger.models import Account, LedgerTransaction, Posting
 from partners.service import PartnerInfo
@@ -198,6 +200,39 @@ async def test_a_balanced_transaction_in_one_statement_is_taken(
             )
         ).all()
     assert sorted(amounts) == [-5, 5]
+
+
+@pytest.mark.postgres_only
+async def test_rows_sent_by_copy_meet_the_same_guard(
+    engine: AsyncEngine, sessions: Sessions, sky: PartnerInfo, ledger: dict[str, int]
+) -> None:
+    """The engine sends a batch's rows with COPY (from 64 rows): the statement-level triggers
+    fire for it as for an INSERT. A transaction, then 64 postings of +1 to alice with no leg
+    against them, through the engine's own writer: refused, and nothing is left."""
+    alice = ledger["alice"]
+    async with sessions() as s:
+        before = await snapshot(s)
+    transaction_id, now = uuid7(), utcnow()
+    heads = {alice: await _last_written(engine, alice)}
+    rows = []
+    for _ in range(64):  # one after another on alice's chain
+        (row,) = _leg_rows(transaction_id, [(alice, "SKY", 1)], heads)
+        heads[alice] = (int(row["seq"]), bytes(row["hash"]))  # type: ignore[call-overload]
+        rows.append(row)
+    columns = {name: [row[name] for row in rows] for name in rows[0] if name != "created_at"}
+    async with sessions() as s:
+        await s.begin()
+        await ledger_engine._insert(
+            s, transaction_t, {"id": [transaction_id], "kind": ["issue"],
+            "partner_id": [sky.id], "points": [64]}, {"created_at": now},
+        )  # fmt: skip
+        with pytest.raises(
+            asyncpg.IntegrityConstraintViolationError, match="does not sum to zero on ledger SKY"
+        ):
+            await ledger_engine._insert(s, posting_t, columns, {"created_at": now})
+        await s.rollback()
+    async with sessions() as s:
+        assert await snapshot(s) == before
 
 
 @pytest.mark.postgres_only
