@@ -26,7 +26,6 @@ import random
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import Any, cast
 
 import asyncpg
 import httpx
+import msgspec
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -285,7 +285,7 @@ class ApiLoad:
             client = self.clients[rng.choice(brand_indices)]
             items: list[dict[str, Any]] = []
             for n in range(size):
-                key = uuid.uuid4().hex
+                key = os.urandom(16).hex()
                 kind = (worker + i + n) % 3
                 if kind == 0:
                     item = {"type": "issue", "member_ref": rng.choice(refs),
@@ -301,7 +301,7 @@ class ApiLoad:
             response = await client.request("POST", "/v1/batches", json={"operations": items})
             if not response.is_success:
                 raise ProblemError(response.status_code, response.json())
-            answer = response.json()
+            answer = msgspec.json.decode(response.content)
             self.refused_items += int(answer["refused"])
             return int(answer["posted"])
 

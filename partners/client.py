@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import random
 import secrets
 import time
@@ -26,6 +25,7 @@ from typing import Any
 
 import http_sf
 import httpx
+import msgspec
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -133,7 +133,9 @@ def _build(
     headers = {"accept": "application/json"}
     content = None
     if json_body is not None:
-        content = json.dumps(json_body, separators=(",", ":")).encode()
+        # msgspec: the same compact JSON as json.dumps (UTF-8 rather than \u escapes), several
+        # times faster on a batch's thousand operations.
+        content = msgspec.json.encode(json_body)
         headers["content-type"] = "application/json"
     if idempotency_key is not None:
         # A Structured Field string, escaped: a key holding '"' or '\\' stays one valid string.
@@ -146,10 +148,10 @@ def _build(
 
 def _result(response: httpx.Response) -> Any:
     if response.is_success:
-        return response.json() if response.content else None
+        return msgspec.json.decode(response.content) if response.content else None
     try:
-        problem = response.json()
-    except ValueError:
+        problem = msgspec.json.decode(response.content)
+    except ValueError:  # msgspec.DecodeError is one
         problem = {"title": response.text}
     raise ProblemError(response.status_code, problem)
 
