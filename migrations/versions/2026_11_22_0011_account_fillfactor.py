@@ -5,7 +5,8 @@ indexed, so PostgreSQL can write the new version beside the old one without touc
 (a heap-only tuple), but only when the page has room for it. With the default fillfactor of 100
 the pages were full from the start: under the batches benchmark six updates in ten went to another
 page, each adding an entry to the primary key and to the member index. With a fillfactor of 50,
-which keeps half of each new page free for the next versions, all but a handful are HOT (1 303 013 of 1 303 036 in one run).
+which keeps half of each new page free for the next versions, all but a handful are HOT
+(1 303 013 of 1 303 036 in one run).
 ``ALTER TABLE ... SET (fillfactor)`` applies to pages written from now on. SQLite has no such
 setting.
 
