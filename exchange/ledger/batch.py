@@ -33,8 +33,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, cast
 
+import asyncpg
 from sqlalchemy import String, Table, and_, bindparam, func, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from exchange.base import uuid7
@@ -297,6 +299,23 @@ async def stored_items(
     }
 
 
+_ITEM_KEY_INDEX = "uq_ledger_transaction_batch_item_key"
+
+
+class _KeysUsed(Exception):
+    """Some refused item's key has a transaction: the batch is posted again, the careful way."""
+
+
+def _is_item_key_clash(error: BaseException) -> bool:
+    """Whether ``error`` is PostgreSQL refusing a second transaction for an item key: raised by
+    asyncpg for a COPY, wrapped by SQLAlchemy for an INSERT."""
+    original = error.orig.__cause__ if isinstance(error, IntegrityError) else error
+    return (
+        isinstance(original, asyncpg.UniqueViolationError)
+        and original.constraint_name == _ITEM_KEY_INDEX
+    )
+
+
 async def post_batch(
     session: AsyncSession,
     partner: PartnerInfo,
@@ -305,12 +324,51 @@ async def post_batch(
     batch_id: uuid.UUID | None = None,
 ) -> BatchOutcome:
     """Post a batch of the calling brand's operations, inside the caller's database transaction
-    (see the module note); one outcome per item, in order."""
+    (see the module note); one outcome per item, in order.
+
+    On PostgreSQL the batch is first posted as if none of its keys had a transaction, inside a
+    savepoint: a batch that repeats no key (nearly all of them) then costs no lookup of its
+    keys, since the unique index on item keys checks them anyway as the transactions are
+    written (only the keys of refused items, which write nothing, are looked up). A key that
+    has a transaction makes that write fail, or is found among the refused; the savepoint is
+    rolled back and the batch posted again, its keys looked up first (replays, conflicts)."""
     brand_currency(partner)
     check_items(items)
     batch_id = batch_id or uuid7()
     await _serialise_batches(session, partner)
+    if session.get_bind().dialect.name == "postgresql":
+        try:
+            async with session.begin_nested():
+                outcome = await _post_items(session, partner, items, batch_id, stored={})
+                # A refused item wrote nothing for the index to check: its key is looked up
+                # (a retried batch's item that posted the first time is replayed, even if it
+                # would be refused now).
+                refused = [
+                    item.idempotency_key
+                    for item, result in zip(items, outcome.items, strict=True)
+                    if isinstance(result, ItemRefused)
+                ]
+                if refused and await stored_items(session, partner, refused):
+                    raise _KeysUsed
+                return outcome
+        except _KeysUsed:
+            pass
+        except (IntegrityError, asyncpg.UniqueViolationError) as error:
+            if not _is_item_key_clash(error):
+                raise
     stored = await stored_items(session, partner, [item.idempotency_key for item in items])
+    return await _post_items(session, partner, items, batch_id, stored=stored)
+
+
+async def _post_items(
+    session: AsyncSession,
+    partner: PartnerInfo,
+    items: Sequence[BatchItem],
+    batch_id: uuid.UUID,
+    *,
+    stored: dict[str, StoredTransaction],
+) -> BatchOutcome:
+    """Post the items whose keys are not in ``stored``; replay or refuse the others."""
     outcomes: list[ItemOutcome | None] = [None] * len(items)
     fresh: list[int] = []
     for index, item in enumerate(items):

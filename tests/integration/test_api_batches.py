@@ -207,6 +207,34 @@ async def test_a_new_batch_replays_the_items_it_repeats_and_posts_the_rest(
     await ledger_ok(sessions)
 
 
+async def test_a_repeated_item_is_replayed_even_if_it_would_now_be_refused(
+    api: SignedApi, partners: Partners, sessions: Sessions
+) -> None:
+    """Alice is given 100 and redeems them (k2). A later batch repeats k2: replayed, not refused
+    for want of points; and a refused item under a new key stays refused beside it."""
+    await enrol(sessions, partners.sky.partner, "alice")
+    first = await api.post(
+        "/v1/batches",
+        {"operations": [op("issue", "k1", 100, "alice"), op("redeem", "k2", 100, "alice")]},
+        as_=partners.sky,
+    )
+    redeemed = first.json()["results"][1]["transaction"]
+    for operations in (
+        [op("redeem", "k2", 100, "alice")],
+        [op("redeem", "k3", 5, "alice"), op("redeem", "k2", 100, "alice")],
+    ):
+        answer = await api.post("/v1/batches", {"operations": operations}, as_=partners.sky)
+        results = answer.json()["results"]
+        assert results[-1]["status"] == 201 and results[-1]["replayed"] is True
+        assert results[-1]["transaction"] == redeemed
+        if len(results) == 2:
+            assert results[0]["status"] == 422
+            assert results[0]["problem"]["type"] == PROBLEMS + "insufficient-points"
+    assert await balance_of(api, partners, "alice") == (0, 0, 0)
+    assert await api.ledger_size() == (2, 4)
+    await ledger_ok(sessions)
+
+
 async def test_item_keys_are_the_partners_own_and_not_request_keys(
     api: SignedApi, partners: Partners, sessions: Sessions
 ) -> None:
@@ -249,10 +277,21 @@ async def test_a_thousand_operations_in_one_request(
     assert await balance_of(api, partners, "member-000") == (4510, 0, 4510)
     await ledger_ok(sessions)
 
+    # 999 of them again, with one new operation in the middle: the 999 are replayed (the
+    # batch's first write meets the item-key index), the new one posts.
+    again = [*operations[:500], op("issue", "new", 7, refs[0]), *operations[500:999]]
+    replay = await api.post("/v1/batches", {"operations": again}, as_=partners.sky)
+    assert replay.status_code == 200, replay.text[:500]
+    results = replay.json()["results"]
+    assert (replay.json()["posted"], replay.json()["replayed"]) == (1, 999)
+    assert results[700]["transaction"] == body["results"][699]["transaction"]
+    assert await api.ledger_size() == (1001, 2002)
+    assert await balance_of(api, partners, "member-000") == (4517, 0, 4517)
+
     too_many = [*operations, op("issue", "one-more", 1, refs[0])]
     refused = await api.post("/v1/batches", {"operations": too_many}, as_=partners.sky)
     assert refused.status_code == 422
-    assert await api.ledger_size() == (1000, 2000)
+    assert await api.ledger_size() == (1001, 2002)
 
 
 WHOLLY_WRONG = {
