@@ -35,8 +35,11 @@ Design note
   :data:`SEVERAL_COUNTERPARTIES`, and settlement pairs it with ``pair_legs``. The counterparty is
   in the posting's hash (encoding version 2), so it cannot be changed unnoticed either.
 * Time. ``created_at`` is read once the accounts are locked, so an account's postings are
-  stamped in the order of their sequence numbers (the clock is not expected to step back), and
-  a business day's cutoff splits each account's chain in two: settlement relies on that.
+  stamped in the order of their sequence numbers, and a business day's cutoff splits each
+  account's chain in two: settlement relies on that. On PostgreSQL it is the database's clock,
+  read by the locking statement itself, so service processes on hosts whose clocks disagree
+  still stamp one account's postings in order (only the database's clock stepping back could
+  break it); SQLite, in process, uses the process's clock.
 * Batches. :func:`post_transactions` posts many transactions under one set of locks: every
   account of every spec locked at once (still in id order), the specs applied in order in
   memory, each one refused alone (its outcome is the refusal, and the specs after it see the
@@ -58,7 +61,17 @@ from itertools import repeat
 from types import MappingProxyType
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import ColumnElement, Table, any_, bindparam, func, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    DateTime,
+    Table,
+    any_,
+    bindparam,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -239,13 +252,19 @@ _LOCK = (
     .order_by(account_t.c.id)
     .with_for_update()
 )
-_LOCK_PG = (
+_locked_pg = (
     select(*_LOCKED_COLUMNS)
     .where(account_t.c.id == any_(bindparam("ids", type_=ARRAY(account_t.c.id.type))))
     .order_by(account_t.c.id)
     .with_for_update()
+    .subquery("locked")
 )
-"""Every account a posting touches, locked in id order (one array on PostgreSQL)."""
+_LOCK_PG = select(
+    *_locked_pg.c, func.clock_timestamp(type_=DateTime(timezone=True)).label("locked_at")
+)
+"""Every account a posting touches, locked in id order (one array on PostgreSQL). On PostgreSQL
+each row comes with the database's clock read as it leaves the lock, so the last row's is read
+once every account is locked (the outer query pulls each row through the locking one)."""
 
 
 def _is_postgres(session: AsyncSession) -> bool:
@@ -528,16 +547,19 @@ async def post_transactions(
         {leg.account_id for spec in specs for leg in spec.legs}
         | {account_id for spec in specs for account_id in spec.held_changes}
     )
-    lock = _LOCK_PG if _is_postgres(session) else _LOCK
-    locked = (await session.execute(lock, {"ids": touched})).all()
+    postgres = _is_postgres(session)
+    locked = (await session.execute(_LOCK_PG if postgres else _LOCK, {"ids": touched})).all()
     if len(locked) != len(touched):
         raise LookupError(f"unknown accounts among {touched}")
-    # Read under the locks: each account's postings are then stamped in sequence order.
-    now = utcnow()
+    # Read under the locks: each account's postings are then stamped in sequence order. On
+    # PostgreSQL it is the database's clock, one clock for every service process and host: a
+    # host whose clock lags cannot stamp a posting before the one it follows on the chain,
+    # which would move it across a business day's cutoff (settlement relies on the order).
+    now = (max((row[-1] for row in locked), default=None) if postgres else None) or utcnow()
     heads = _Heads({}, {}, {}, {}, {}, {}, {})
     with_holds: list[int] = []
     # One pass, the rows unpacked as tuples (a Row's attributes cost more than its items).
-    for account_id, ledger, kind, partner_id, balance, held, seq, head_hash in locked:
+    for account_id, ledger, kind, partner_id, balance, held, seq, head_hash, *_ in locked:
         heads.ledger[account_id], heads.kind[account_id] = ledger, kind
         heads.partner[account_id], heads.balance[account_id] = partner_id, balance
         heads.held[account_id], heads.seq[account_id] = held, seq
@@ -609,7 +631,7 @@ async def post_transactions(
         )
     changed = [
         account_id
-        for account_id, _, _, _, _, held, seq, _ in locked
+        for account_id, _, _, _, _, held, seq, *_ in locked
         if heads.seq[account_id] != seq or heads.held[account_id] != held
     ]
     if changed:

@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from sqlalchemy import event, update
+from sqlalchemy import event, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from exchange.errors import InsufficientPoints, LimitExceeded
@@ -24,7 +24,7 @@ from exchange.ledger.engine import (
     post_transaction,
     post_transactions,
 )
-from exchange.ledger.models import Hold
+from exchange.ledger.models import Hold, Posting
 from exchange.ledger.service import (
     MemberAccount,
     enrol_member,
@@ -130,9 +130,10 @@ async def test_one_lock_one_insert_per_table_one_update_of_heads(
         with statements(engine) as seen:
             outcomes = await post_transactions(session, specs)
     assert all(isinstance(o, PostedTransaction) for o in outcomes)
-    account_reads = [s for s in seen if s.startswith("SELECT account.id")]
+    account_reads = [s for s in seen if s.startswith("SELECT") and "FROM account" in s]
     if engine.dialect.name == "postgresql":
-        assert all(s.endswith("FOR UPDATE") for s in account_reads)
+        # Locked, with the database's clock read as each row leaves the lock.
+        assert all("FOR UPDATE" in s and "clock_timestamp()" in s for s in account_reads)
     assert len(account_reads) == 1
     writes = [s for s in seen if not s.startswith("SELECT")]
     count = len(specs)
@@ -228,3 +229,33 @@ async def test_find_members_in_one_query(
             found = await find_members(session, sky, ["alice", "bob", "carol", "alice"])
     assert found == {"alice": alice, "bob": bob}
     assert len(seen) == 1
+
+
+@pytest.mark.postgres_only
+async def test_postings_take_the_databases_clock_not_the_process(
+    sessions: Sessions, sky: PartnerInfo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A service process whose clock lags an hour (another host, say) still stamps alice's
+    next posting after her last one, at the database's time: on PostgreSQL the engine reads
+    the time in its locking statement, not from the process."""
+    (alice,) = await members(sessions, sky, "alice")
+    async with sessions() as session, session.begin():
+        first = await post_transaction(session, issue_spec(sky, alice, 10))
+    monkeypatch.setattr(
+        "exchange.ledger.engine.utcnow",
+        lambda: dt.datetime.now(dt.UTC) - dt.timedelta(hours=1),
+    )
+    async with sessions() as session, session.begin():
+        before = await session.scalar(select(func.clock_timestamp()))
+        second = await post_transaction(session, issue_spec(sky, alice, 5))
+        after = await session.scalar(select(func.clock_timestamp()))
+    assert first.created_at <= before <= second.created_at <= after
+    async with sessions() as session:
+        stamps = (
+            await session.scalars(
+                select(Posting.created_at)
+                .where(Posting.account_id == alice.account_id)
+                .order_by(Posting.seq)
+            )
+        ).all()
+    assert stamps == [first.created_at, second.created_at]
