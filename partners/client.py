@@ -122,6 +122,12 @@ class _Signer:
         self.exchange_keys = keys
 
 
+_LIMITS = httpx.Limits(keepalive_expiry=4.0)
+"""Idle connections are dropped after 4 s, before a server that closes them at 5 s (uvicorn's
+default, the exchange's): with equal timeouts a request can be sent on a connection the server
+is closing at that moment, and fail with a read error though the server never saw it."""
+
+
 def _build(
     client: httpx.Client | httpx.AsyncClient,
     method: str,
@@ -304,7 +310,9 @@ class ExchangeClient(_Operations):
     ) -> None:
         material = key if isinstance(key, Ed25519PrivateKey) else _secret_bytes(key)
         self._signer = _Signer(key_id, alg, material, verify_responses)
-        self._http = httpx.Client(base_url=base_url, transport=transport, timeout=timeout)
+        self._http = httpx.Client(
+            base_url=base_url, transport=transport, timeout=timeout, limits=_LIMITS
+        )
         self.retries = retries
         self.backoff = backoff
 
@@ -376,7 +384,9 @@ class AsyncExchangeClient(_Operations):
     ) -> None:
         material = key if isinstance(key, Ed25519PrivateKey) else _secret_bytes(key)
         self._signer = _Signer(key_id, alg, material, verify_responses)
-        self._http = httpx.AsyncClient(base_url=base_url, transport=transport, timeout=timeout)
+        self._http = httpx.AsyncClient(
+            base_url=base_url, transport=transport, timeout=timeout, limits=_LIMITS
+        )
         self.retries = retries
         self.backoff = backoff
 
