@@ -165,6 +165,14 @@ async def _api_scenarios(args: argparse.Namespace, run: dict[str, Any]) -> None:
                         run["scenarios"][key]["refused_items"] = load.refused_items
         finally:
             service.stop()
+            failed = [k for k, v in run["scenarios"].items() if v.get("errors")]
+            if failed and service.log_path is not None and service.log_path.exists():
+                # The service's own account of the failures, kept past the scratch directory.
+                stamp = run["started_at"].replace("-", "").replace(":", "")
+                kept = OUT / f"service-{stamp}.log"
+                shutil.copyfile(service.log_path, kept)
+                run["service_log"] = str(kept.relative_to(ROOT))
+                console.print(f"errors in {', '.join(failed)}: the service's log is {kept}")
     finally:
         await drop_database(name)
         shutil.rmtree(data_dir, ignore_errors=True)
