@@ -37,33 +37,7 @@ _SETTINGS = """
     SET search_path FROM CURRENT
 """
 
-POSTING_GUARD = f"""
-    CREATE OR REPLACE FUNCTION ledger_check_zero_sum_statement() RETURNS trigger
-    LANGUAGE plpgsql AS $$
-    DECLARE
-        bad_transaction uuid;
-        bad_account bigint;
-        bad_ledger text;
-    BEGIN
-        SELECT touched.transaction_id INTO bad_transaction
-        FROM (SELECT DISTINCT transaction_id FROM new_postings) AS touched
-        WHERE NOT EXISTS (
-            SELECT 1 FROM ledger_transaction t WHERE t.id = touched.transaction_id
-        )
-        LIMIT 1;
-        IF FOUND THEN
-            RAISE EXCEPTION 'postings refer to transaction %, which does not exist',
-                bad_transaction
-                USING ERRCODE = 'foreign_key_violation';
-        END IF;
-        SELECT touched.account_id INTO bad_account
-        FROM (SELECT DISTINCT account_id FROM new_postings) AS touched
-        WHERE NOT EXISTS (SELECT 1 FROM account a WHERE a.id = touched.account_id)
-        LIMIT 1;
-        IF FOUND THEN
-            RAISE EXCEPTION 'postings refer to account %, which does not exist', bad_account
-                USING ERRCODE = 'foreign_key_violation';
-        END IF;
+_STATEMENT_SUMS = """
         -- The statement's own postings, per transaction and ledger: no index probe, no
         -- posting read back (see the module note for why that is the whole check).
         SELECT transaction_id, ledger INTO bad_transaction, bad_ledger
@@ -71,44 +45,10 @@ POSTING_GUARD = f"""
         GROUP BY transaction_id, ledger
         HAVING sum(amount) <> 0
         LIMIT 1;
-        IF FOUND THEN
-            RAISE EXCEPTION 'transaction % does not sum to zero on ledger %',
-                bad_transaction, bad_ledger
-                USING ERRCODE = 'integrity_constraint_violation';
-        END IF;
-        RETURN NULL;
-    END $$
-    {_SETTINGS}
 """
 
-# Migration 0009's guard, restored by a downgrade (each migration stands alone).
-PREVIOUS_GUARD = f"""
-    CREATE OR REPLACE FUNCTION ledger_check_zero_sum_statement() RETURNS trigger
-    LANGUAGE plpgsql AS $$
-    DECLARE
-        bad_transaction uuid;
-        bad_account bigint;
-        bad_ledger text;
-    BEGIN
-        SELECT touched.transaction_id INTO bad_transaction
-        FROM (SELECT DISTINCT transaction_id FROM new_postings) AS touched
-        WHERE NOT EXISTS (
-            SELECT 1 FROM ledger_transaction t WHERE t.id = touched.transaction_id
-        )
-        LIMIT 1;
-        IF FOUND THEN
-            RAISE EXCEPTION 'postings refer to transaction %, which does not exist',
-                bad_transaction
-                USING ERRCODE = 'foreign_key_violation';
-        END IF;
-        SELECT touched.account_id INTO bad_account
-        FROM (SELECT DISTINCT account_id FROM new_postings) AS touched
-        WHERE NOT EXISTS (SELECT 1 FROM account a WHERE a.id = touched.account_id)
-        LIMIT 1;
-        IF FOUND THEN
-            RAISE EXCEPTION 'postings refer to account %, which does not exist', bad_account
-                USING ERRCODE = 'foreign_key_violation';
-        END IF;
+# Migration 0009's, restored by a downgrade (each migration stands alone).
+_TRANSACTION_SUMS = """
         -- Per transaction touched, its postings through the transaction_id index (LATERAL:
         -- the planner knows nothing of the transition table's size and would otherwise
         -- scan the whole posting table for a batch).
@@ -122,6 +62,39 @@ PREVIOUS_GUARD = f"""
         ) AS sums
         WHERE sums.total <> 0
         LIMIT 1;
+"""
+
+
+def _guard(sums: str) -> str:
+    """The guard function of migration 0009, its zero-sum query ``sums``."""
+    return f"""
+    CREATE OR REPLACE FUNCTION ledger_check_zero_sum_statement() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+    DECLARE
+        bad_transaction uuid;
+        bad_account bigint;
+        bad_ledger text;
+    BEGIN
+        SELECT touched.transaction_id INTO bad_transaction
+        FROM (SELECT DISTINCT transaction_id FROM new_postings) AS touched
+        WHERE NOT EXISTS (
+            SELECT 1 FROM ledger_transaction t WHERE t.id = touched.transaction_id
+        )
+        LIMIT 1;
+        IF FOUND THEN
+            RAISE EXCEPTION 'postings refer to transaction %, which does not exist',
+                bad_transaction
+                USING ERRCODE = 'foreign_key_violation';
+        END IF;
+        SELECT touched.account_id INTO bad_account
+        FROM (SELECT DISTINCT account_id FROM new_postings) AS touched
+        WHERE NOT EXISTS (SELECT 1 FROM account a WHERE a.id = touched.account_id)
+        LIMIT 1;
+        IF FOUND THEN
+            RAISE EXCEPTION 'postings refer to account %, which does not exist', bad_account
+                USING ERRCODE = 'foreign_key_violation';
+        END IF;
+        {sums}
         IF FOUND THEN
             RAISE EXCEPTION 'transaction % does not sum to zero on ledger %',
                 bad_transaction, bad_ledger
@@ -144,8 +117,8 @@ def _replace(guard: str) -> None:
 
 
 def upgrade() -> None:
-    _replace(POSTING_GUARD)
+    _replace(_guard(_STATEMENT_SUMS))
 
 
 def downgrade() -> None:
-    _replace(PREVIOUS_GUARD)
+    _replace(_guard(_TRANSACTION_SUMS))
