@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, cast
 
-import asyncpg
+import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 from sqlalchemy import String, Table, and_, bindparam, func, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
@@ -309,7 +309,7 @@ class _KeysUsed(Exception):
 def _is_item_key_clash(error: BaseException) -> bool:
     """Whether ``error`` is PostgreSQL refusing a second transaction for an item key: raised by
     asyncpg for a COPY, wrapped by SQLAlchemy for an INSERT."""
-    original = error.orig.__cause__ if isinstance(error, IntegrityError) else error
+    original = error.orig and error.orig.__cause__ if isinstance(error, IntegrityError) else error
     return (
         isinstance(original, asyncpg.UniqueViolationError)
         and original.constraint_name == _ITEM_KEY_INDEX
