@@ -110,6 +110,25 @@ SEVERAL_COUNTERPARTIES = 0
 on both sides of a ledger: settlement pairs those with ``settlement.netting.pair_legs``."""
 
 
+def _digest_v2(
+    account_id: int,
+    seq: int,
+    transaction_bytes: bytes,
+    amount: int,
+    balance_after: int,
+    prev_hash: bytes,
+    counterparty: int,
+) -> bytes:
+    """The version 2 hash, from the transaction id's bytes (the engine takes them once per
+    transaction)."""
+    return _sha256(
+        _PACK_V2(
+            _POSTING_PREFIX_V2, account_id, seq, transaction_bytes, amount, balance_after,
+            prev_hash, counterparty,
+        )
+    ).digest()  # fmt: skip
+
+
 def posting_hash(
     account_id: int,
     seq: int,
@@ -120,16 +139,14 @@ def posting_hash(
     counterparty: int | None = None,
 ) -> bytes:
     """SHA-256 over a fixed-width binary encoding: no separators, no text to normalise."""
-    if counterparty is None:
-        packed = _POSTING_LAYOUT.pack(
-            _POSTING_PREFIX, account_id, seq, transaction_id.bytes, amount, balance_after, prev_hash
+    if counterparty is not None:
+        return _digest_v2(
+            account_id, seq, transaction_id.bytes, amount, balance_after, prev_hash, counterparty
         )
-    else:
-        packed = _PACK_V2(
-            _POSTING_PREFIX_V2, account_id, seq, transaction_id.bytes, amount, balance_after,
-            prev_hash, counterparty,
-        )  # fmt: skip
-    return hashlib.sha256(packed).digest()
+    packed = _POSTING_LAYOUT.pack(
+        _POSTING_PREFIX, account_id, seq, transaction_id.bytes, amount, balance_after, prev_hash
+    )
+    return _sha256(packed).digest()
 
 
 class Leg(NamedTuple):
@@ -455,17 +472,12 @@ def _counterparties(spec: TransactionSpec, heads: _Heads) -> list[int]:
 
 
 def _apply(
-    spec: TransactionSpec,
-    heads: _Heads,
-    now: dt.datetime,
-    counterparties: Sequence[int] | None = None,
+    spec: TransactionSpec, heads: _Heads, now: dt.datetime
 ) -> PostedTransaction | DomainError:
     """Chain one spec onto ``heads``. A refusal (a member short of points, a balance out of
-    range) is returned and leaves ``heads`` as it was; otherwise ``heads`` move past the spec.
-    ``counterparties`` per leg when the caller knows them (see :func:`post_transactions`)."""
-    # Written for speed: a batch calls this a thousand times. The hash is posting_hash's
-    # version 2 inlined (verify recomputes it with posting_hash, so the two cannot drift apart
-    # unnoticed), and what the spec touches is saved as a list to undo a refusal.
+    range) is returned and leaves ``heads`` as it was; otherwise ``heads`` move past the spec."""
+    # Written for speed: a batch calls this a thousand times. The transaction id's bytes are
+    # taken once, and what the spec touches is saved as a list to undo a refusal.
     balance, held, seq, head = heads.balance, heads.held, heads.seq, heads.head
     ledger_of, kind_of = heads.ledger, heads.kind
     legs, held_changes = spec.legs, spec.held_changes
@@ -480,8 +492,7 @@ def _apply(
     transaction_bytes = transaction_id.bytes
     for account_id, delta in held_changes.items():
         held[account_id] += delta
-    if counterparties is None:
-        counterparties = _counterparties(spec, heads)
+    counterparties = _counterparties(spec, heads)
     lines: list[PostedLine] = []
     refusal: DomainError | None = None
     for (account_id, amount), counterparty in zip(legs, counterparties, strict=True):
@@ -491,12 +502,9 @@ def _apply(
             break
         new_seq = seq[account_id] + 1
         previous = head[account_id]
-        digest = _sha256(
-            _PACK_V2(
-                _POSTING_PREFIX_V2, account_id, new_seq, transaction_bytes, amount, new_balance,
-                previous, counterparty,
-            )
-        ).digest()  # fmt: skip
+        digest = _digest_v2(
+            account_id, new_seq, transaction_bytes, amount, new_balance, previous, counterparty
+        )
         lines.append(
             PostedLine(
                 account_id, ledger_of[account_id], new_seq, amount, new_balance, previous,
@@ -578,12 +586,7 @@ async def post_transactions(
     for account_id, freed in expired.items():
         heads.held[account_id] -= freed
 
-    if len(set(heads.partner.values())) == 1:
-        # Every account is one partner's (a brand's batch, most single operations): each leg
-        # pairs with no one, and names its own account.
-        outcomes = [_apply(spec, heads, now, [leg[0] for leg in spec.legs]) for spec in specs]
-    else:
-        outcomes = [_apply(spec, heads, now) for spec in specs]
+    outcomes = [_apply(spec, heads, now) for spec in specs]
     posted = [
         (spec, outcome)
         for spec, outcome in zip(specs, outcomes, strict=True)
