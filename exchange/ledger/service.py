@@ -144,48 +144,8 @@ async def enrol_member(
     return found, True
 
 
-# Built once: aliasing a table copies every column, and building this query on each request
-# cost more than running it. The partner and its shard count are bound parameters.
-_member_account = account_t.alias("member_account")
-_issuance = account_t.alias("issuance")
-# The issuance shard is a scalar subquery per member (one probe of the shard's index) rather
-# than a join: the planner, expecting one issuance row, nested the members' join inside the
-# shards and ran it once per shard (a batch's lookup took 46 ms instead of 4).
-_shard = (
-    select(_issuance.c.id)
-    .where(
-        _issuance.c.partner_id == member_t.c.partner_id,
-        _issuance.c.kind == "issuance",
-        _issuance.c.member_id.is_(None),
-        _issuance.c.shard == _member_account.c.id % bindparam("shards", type_=Integer),
-    )
-    .scalar_subquery()
-)
-_MEMBERS = (
-    select(member_t.c.member_ref, member_t.c.id, _member_account.c.id, _shard)
-    .select_from(member_t)
-    .join(_member_account, _member_account.c.member_id == member_t.c.id)
-    .where(member_t.c.partner_id == bindparam("partner_id", type_=Uuid))
-)
-_ONE_MEMBER = _MEMBERS.where(member_t.c.member_ref == bindparam("member_ref"))
-
-
-def _scope(partner: PartnerInfo) -> dict[str, Any]:
-    return {"partner_id": partner.id, "shards": partner.shards}
-
-
-async def _find_member(
-    session: AsyncSession, partner: PartnerInfo, member_ref: str
-) -> MemberAccount | None:
-    """The member's account and the issuance shard it meets, in one query."""
-    row = (
-        await session.execute(_ONE_MEMBER, {**_scope(partner), "member_ref": member_ref})
-    ).first()
-    if row is None:
-        return None
-    return MemberAccount(row[1], member_ref, row[2], row[3])
-
-
+# Built once: building these queries on each request cost more than running them. The partner
+# and its shard count are bound parameters.
 _SHARDS = (
     select(account_t.c.shard, account_t.c.id)
     .where(
@@ -231,6 +191,26 @@ _FIND_MEMBERS = _with_shards(
 )
 
 
+async def _find_member(
+    session: AsyncSession, partner: PartnerInfo, member_ref: str
+) -> MemberAccount | None:
+    """The member's account and the issuance shard it meets, in one query (the batches')."""
+    return (await _members(session, partner, [member_ref])).get(member_ref)
+
+
+async def _members(
+    session: AsyncSession, partner: PartnerInfo, refs: list[str]
+) -> dict[str, MemberAccount]:
+    query = _FIND_MEMBERS_PG if session.get_bind().dialect.name == "postgresql" else _FIND_MEMBERS
+    rows = await session.execute(
+        query, {"partner_id": partner.id, "shards": partner.shards, "refs": refs}
+    )
+    return {
+        ref: MemberAccount(member_id, ref, account, issuance)
+        for ref, member_id, account, issuance in rows
+    }
+
+
 async def find_members(
     session: AsyncSession, partner: PartnerInfo, member_refs: Iterable[str]
 ) -> dict[str, MemberAccount]:
@@ -240,12 +220,7 @@ async def find_members(
     wanted = sorted({check_member_ref(ref) for ref in member_refs})
     if not wanted:
         return {}
-    query = _FIND_MEMBERS_PG if session.get_bind().dialect.name == "postgresql" else _FIND_MEMBERS
-    rows = await session.execute(query, {**_scope(partner), "refs": wanted})
-    return {
-        ref: MemberAccount(member_id, ref, account, issuance)
-        for ref, member_id, account, issuance in rows
-    }
+    return await _members(session, partner, wanted)
 
 
 async def get_member(session: AsyncSession, partner: PartnerInfo, member_ref: str) -> MemberAccount:
