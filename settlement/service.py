@@ -668,8 +668,7 @@ async def _pair_by_transaction(
             assert current is not None
             split.append(current)  # only part of it is in this batch: see _pair_split
             return
-        for o in pair_legs(nets):
-            matrix[o.debtor, o.creditor] += o.amount_micros
+        _add_pairs(matrix, nets)
 
     async for transaction_id, account_id, amount in rows:
         if transaction_id != current and amounts:
@@ -719,7 +718,12 @@ async def _pair_split(
     nets: dict[str, int] = defaultdict(int)
     for _, account_id, _, amount in legs:
         nets[partner_of[account_id]] += int(amount)
-    for o in pair_legs({partner: amount for partner, amount in nets.items() if amount}):
+    _add_pairs(matrix, {partner: amount for partner, amount in nets.items() if amount})
+
+
+def _add_pairs(matrix: dict[tuple[str, str], int], nets: dict[str, int]) -> None:
+    """One transaction's partner nets, paired by ``pair_legs``, into the day's matrix."""
+    for o in pair_legs(nets):
         matrix[o.debtor, o.creditor] += o.amount_micros
 
 
