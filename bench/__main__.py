@@ -26,6 +26,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from bench.floor import run_floor
 from bench.load import CpuMeter, LoadResult, drive
 from bench.pg import drop_database, recreate_database, run_pgbench
 from bench.scenarios import (
@@ -41,7 +42,7 @@ from bench.synth import synthesize_money_day
 
 OUT = Path(__file__).resolve().parent / "out"
 API_SCENARIOS = ("a", "b", "c", "batches")
-ALL_SCENARIOS = ("a", "b", "c", "batches", "d", "e")
+ALL_SCENARIOS = ("floor", "a", "b", "c", "batches", "d", "e")
 VERIFY_TARGET = 200_000
 BATCHES_TARGET = 5
 
@@ -57,8 +58,8 @@ def _parse() -> argparse.Namespace:
     parser.add_argument(
         "--scenarios",
         default=",".join(ALL_SCENARIOS),
-        help="comma-separated among a,b,c,batches,d,e (batches runs only if the service has"
-        " POST /v1/batches)",
+        help="comma-separated among floor,a,b,c,batches,d,e (batches runs only if the service"
+        " has POST /v1/batches)",
     )
     parser.add_argument(
         "--postings",
@@ -115,6 +116,19 @@ def _background_load(seconds: float = 3.0) -> float:
 
 
 # --------------------------------------------------------------------------- API scenarios
+
+
+async def _floor(args: argparse.Namespace, run: dict[str, Any]) -> None:
+    data_dir = Path(tempfile.mkdtemp(prefix="exchange-bench-floor-"))
+    try:
+        console.print(f"[bold]floor[/]: bare Litestar + asyncpg transfer, {args.clients} clients")
+        result, cpu, moved = await run_floor(
+            clients=args.clients, seconds=args.seconds, warmup=args.warmup,
+            workers=args.workers, data_dir=data_dir,
+        )  # fmt: skip
+        run["scenarios"]["floor"] = {**_load_entry(result, cpu), "points_moved": moved}
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 async def _api_scenarios(args: argparse.Namespace, run: dict[str, Any]) -> None:
@@ -269,6 +283,7 @@ def _met(ok: bool) -> str:
 
 
 _API_LABELS = {
+    "floor": "floor  bare Litestar + asyncpg transfer, unsigned (reference)",
     "a": "a  issue/redeem/transfer, 20 brands",
     "b": "b  the same, all of one brand",
     "c": "c  conversions between brands",
@@ -305,7 +320,9 @@ def _results_table(run: dict[str, Any]) -> Table:
         ops = entry["ops_per_second"]
         ratio = ops / tps if tps else None
         target, met = "", ""
-        if key in ("a", "c") and ratio is not None:
+        if key == "floor":
+            target = "ceiling of a, b, c"
+        elif key in ("a", "c") and ratio is not None:
             goal = 0.5 if key == "a" else 0.4
             target, met = f">= {goal} pgbench", _met(ratio >= goal)
         elif key == "batches" and ratio is not None:
@@ -407,12 +424,15 @@ def main() -> None:
         f"background load before start: {run['background_cores_before']:.2f} of "
         f"{os.cpu_count()} cores busy"
     )
-    if args.scenario_set & set(API_SCENARIOS):
+    if args.scenario_set & {"floor", *API_SCENARIOS}:
         console.print(f"[bold]pgbench[/]: TPC-B, {args.clients} clients, {args.seconds} s")
         meter = CpuMeter()
         meter.start()
         pg = run_pgbench(args.clients, args.seconds)
         run["pgbench"] = {**asdict(pg), "machine_busy_cores": meter.stop()["machine_busy_cores"]}
+    if "floor" in args.scenario_set:
+        asyncio.run(_floor(args, run))
+    if args.scenario_set & set(API_SCENARIOS):
         asyncio.run(_api_scenarios(args, run))
     if args.scenario_set & {"d", "e"}:
         asyncio.run(_money_days(args, run))

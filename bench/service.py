@@ -25,7 +25,8 @@ def free_port() -> int:
 @dataclass
 class ServiceProcess:
     """``uvicorn`` serving ``exchange.app:create_app`` on 127.0.0.1, restartable with the same
-    database, keys and port (so clients keep working across a SIGKILL)."""
+    database, keys and port (so clients keep working across a SIGKILL). ``app`` names another
+    factory (with its own ``GET /ready``), such as the benchmark's floor."""
 
     database_url: str
     data_dir: Path
@@ -34,6 +35,7 @@ class ServiceProcess:
     extra_env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    app: str = "exchange.app:create_app"
 
     @property
     def base_url(self) -> str:
@@ -58,7 +60,7 @@ class ServiceProcess:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [
-                    sys.executable, "-m", "uvicorn", "--factory", "exchange.app:create_app",
+                    sys.executable, "-m", "uvicorn", "--factory", self.app,
                     "--host", "127.0.0.1", "--port", str(self.port),
                     "--workers", str(self.workers), "--no-access-log", "--log-level", "warning",
                 ],
