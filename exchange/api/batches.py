@@ -27,9 +27,8 @@ from exchange.api.openapi import IdempotentOperation
 from exchange.api.pricing_admin import problem_spec
 from exchange.api.problems import from_domain_error, problem_responses
 from exchange.api.queries import TransactionView
-from exchange.api.receipts import transaction_out
+from exchange.api.receipts import posted_out, transaction_out
 from exchange.api.schemas import (
-    BalanceOut,
     BatchCreate,
     BatchIssue,
     BatchItemOut,
@@ -38,8 +37,6 @@ from exchange.api.schemas import (
     BatchResults,
     BatchTransfer,
     DocumentSignature,
-    PostingOut,
-    TransactionOut,
 )
 from exchange.ledger import batch
 from exchange.signing import ExchangeKeys
@@ -82,36 +79,7 @@ def _item(operation: BatchIssue | BatchRedemption | BatchTransfer) -> batch.Batc
 
 
 def _posted(index: int, key: str, outcome: batch.ItemPosted) -> BatchItemOut:
-    """A transaction posted now, as ``GET /v1/transactions/{id}`` will show it (a test holds
-    the two equal), made straight from the engine's lines: a batch makes a thousand."""
-    spec, posted = outcome.spec, outcome.transaction
-    refs = spec.member_refs
-    transaction = TransactionOut(
-        id=posted.id,
-        kind=posted.kind,
-        partner=posted.partner_id,
-        points=posted.points,
-        reference=spec.reference,
-        reverses=spec.reverses_id,
-        hold=spec.hold_id,
-        created_at=posted.created_at,
-        postings=[
-            PostingOut(
-                ledger=line.ledger,
-                account=line.account_kind,
-                member_ref=refs.get(line.account_id),
-                seq=line.seq,
-                amount=line.amount,
-                balance_after=line.balance_after,
-                hash=line.hash.hex(),
-            )
-            for line in posted.postings
-        ],
-    )
-    balances = []
-    for account_id, member_ref in refs.items():
-        balance, held = posted.balances[account_id]
-        balances.append(BalanceOut(member_ref, balance, held, balance - held))
+    transaction, balances = posted_out(outcome.transaction)
     return BatchItemOut(
         index=index, idempotency_key=key, status=201, transaction=transaction, balances=balances
     )

@@ -18,6 +18,7 @@ from exchange.api.receipts import (
     balance_out,
     hold_out,
     operation_out,
+    posted_operation_out,
     receipt_out,
     sign,
     transaction_out,
@@ -47,6 +48,8 @@ _POST_PROBLEMS = problem_responses(403, 404, 409)
 async def _answer(
     session: AsyncSession, caller: PartnerInfo, keys: ExchangeKeys, posted: PostedTransaction
 ) -> OperationOut:
+    """The answer read back as the caller sees it: for a transaction that may touch another
+    partner's accounts (a reversal) or a hold's; the others are made from ``posted``."""
     view = await transaction_view(session, caller, posted.id)
     return operation_out(keys, view, posted.balances)
 
@@ -87,7 +90,7 @@ class OperationsController(Controller):
             db_session, caller, data.member_ref, data.points,
             reference=data.reference, idempotency_key=idempotency_key,
         )  # fmt: skip
-        return await _answer(db_session, caller, exchange_keys, posted)
+        return posted_operation_out(exchange_keys, posted)
 
     @post(
         "/redemptions",
@@ -109,7 +112,7 @@ class OperationsController(Controller):
             db_session, caller, data.member_ref, data.points,
             reference=data.reference, idempotency_key=idempotency_key,
         )  # fmt: skip
-        return await _answer(db_session, caller, exchange_keys, posted)
+        return posted_operation_out(exchange_keys, posted)
 
     @post(
         "/transfers",
@@ -131,7 +134,7 @@ class OperationsController(Controller):
             db_session, caller, data.from_member_ref, data.to_member_ref, data.points,
             reference=data.reference, idempotency_key=idempotency_key,
         )  # fmt: skip
-        return await _answer(db_session, caller, exchange_keys, posted)
+        return posted_operation_out(exchange_keys, posted)
 
     @post(
         "/holds",

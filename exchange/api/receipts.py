@@ -24,6 +24,7 @@ from exchange.api.schemas import (
     TransactionReceiptOut,
 )
 from exchange.base import utcnow
+from exchange.ledger.engine import PostedTransaction
 from exchange.ledger.service import HoldView, MemberBalance
 from exchange.signing import ExchangeKeys
 
@@ -56,6 +57,48 @@ def transaction_out(view: TransactionView) -> TransactionOut:
             for p in view.postings
         ],
     )
+
+
+def posted_out(posted: PostedTransaction) -> tuple[TransactionOut, list[BalanceOut]]:
+    """A transaction of one brand's accounts just posted, and its members' balances after it,
+    as ``GET /v1/transactions/{id}`` will show it (tests hold the two equal), made from the
+    engine's lines rather than read back: issue, redeem, transfer and every batch item. Not for
+    a transaction that touches another partner's accounts (a conversion, a donation, their
+    reversals): the caller sees only its own postings of those, which takes the read."""
+    refs = posted.member_refs
+    transaction = TransactionOut(
+        id=posted.id,
+        kind=posted.kind,
+        partner=posted.partner_id,
+        points=posted.points,
+        reference=posted.reference,
+        reverses=None,
+        hold=None,
+        created_at=posted.created_at,
+        postings=[
+            PostingOut(
+                ledger=line.ledger,
+                account=line.account_kind,
+                member_ref=refs.get(line.account_id),
+                seq=line.seq,
+                amount=line.amount,
+                balance_after=line.balance_after,
+                hash=line.hash.hex(),
+            )
+            for line in posted.postings
+        ],
+    )
+    balances = []
+    for account_id, member_ref in refs.items():
+        balance, held = posted.balances[account_id]
+        balances.append(BalanceOut(member_ref, balance, held, balance - held))
+    return transaction, balances
+
+
+def posted_operation_out(keys: ExchangeKeys, posted: PostedTransaction) -> OperationOut:
+    """:func:`posted_out`, signed: the answer to issue, redeem and transfer."""
+    transaction, balances = posted_out(posted)
+    return OperationOut(transaction=transaction, receipt=sign(keys, transaction), balances=balances)
 
 
 def receipt_out(keys: ExchangeKeys, view: TransactionView) -> TransactionReceiptOut:

@@ -213,6 +213,9 @@ class PostedTransaction(NamedTuple):
     postings: tuple[PostedLine, ...]
     balances: Mapping[int, tuple[int, int]]
     """account id -> (balance, held) after the transaction, for every account it touched."""
+    reference: str | None = None
+    member_refs: Mapping[int, str] = _NOTHING
+    """The spec's: enough, with the lines, to show the transaction without reading it back."""
 
 
 def _check_zero_sum(legs: Iterable[Leg], ledgers: Mapping[int, str]) -> None:
@@ -535,6 +538,8 @@ def _apply(
         now,
         tuple(lines),
         {account_id: (balance[account_id], held[account_id]) for account_id in touched},
+        spec.reference,
+        spec.member_refs,
     )
 
 

@@ -370,8 +370,11 @@ async def transfer(
 ) -> PostedTransaction:
     """Move points between two members of the same brand."""
     check_transfer(from_member_ref, to_member_ref, points)
-    source = await get_member(session, partner, from_member_ref)
-    target = await get_member(session, partner, to_member_ref)
+    found = await find_members(session, partner, (from_member_ref, to_member_ref))
+    for ref in (from_member_ref, to_member_ref):
+        if ref not in found:
+            raise MemberNotFound(ref)
+    source, target = found[from_member_ref], found[to_member_ref]
     spec = transfer_spec(
         partner, source, target, points, reference=reference, idempotency_key=idempotency_key
     )

@@ -74,6 +74,9 @@ async def test_worked_example(
     redeemed = await api.post("/v1/redemptions", {"member_ref": "alice", "points": 300}, as_=sky)
     assert redeemed.status_code == 201
     assert balances(redeemed.json()) == {"alice": (700, 0, 700)}
+    assert redeemed.json()["balances"] == [
+        {"member_ref": "alice", "balance": 700, "held": 0, "available": 700}
+    ]
 
     moved = await api.post(
         "/v1/transfers",
@@ -152,10 +155,13 @@ async def test_worked_example(
     assert rest.json()["items"][0]["reference"] == "flight LH1"
     assert rest.json()["next_cursor"] is None
 
-    shown_tx = await api.get(f"/v1/transactions/{issue_id}", as_=sky)
-    assert shown_tx.status_code == 200
-    assert shown_tx.json()["transaction"] == issue["transaction"]
-    assert receipt_verifies(api, shown_tx.json())
+    # Each answer shows the transaction as the ledger holds it, receipt and all.
+    for answer in (issue, redeemed.json(), moved.json(), captured.json(), reversed_.json()):
+        shown_tx = await api.get(f"/v1/transactions/{answer['transaction']['id']}", as_=sky)
+        assert shown_tx.status_code == 200
+        assert shown_tx.json()["transaction"] == answer["transaction"]
+        assert shown_tx.json()["receipt"] == answer["receipt"]
+        assert receipt_verifies(api, shown_tx.json())
 
     async with sessions() as session:
         report = await verify_ledger(session)
