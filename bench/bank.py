@@ -1,13 +1,22 @@
 """The bank test, in the manner of Jepsen's: money and points must survive crashes.
 
-Many concurrent clients issue, redeem, transfer, convert, donate and reverse at random through the
-real signed API, each brand with its own Ed25519 key, against a real uvicorn process on a fresh
-PostgreSQL database, while a killer SIGKILLs the service every few seconds and starts it again
-(same port, same database, same signing and master keys). A client that loses its connection
-retries with the same ``Idempotency-Key`` until it has an answer, across the downtime. Some
-operations are sent impatiently (the first attempt hangs up after 20 ms, often while the exchange
-goes on to commit it), and some clients give up at their first lost answer: those operations
-stay *unknown*, as real ones do.
+Many concurrent clients issue, redeem, transfer, convert, donate, reverse and batch at random
+through the real signed API, each brand with its own Ed25519 key, against a real uvicorn process
+on a fresh PostgreSQL database, while a killer SIGKILLs the service every few seconds and starts
+it again (same port, same database, same signing and master keys). A client that loses its
+connection retries with the same ``Idempotency-Key`` until it has an answer, across the downtime.
+Some operations are sent impatiently (the first attempt hangs up after 20 ms, often while the
+exchange goes on to commit it), and some clients give up at their first lost answer: those
+operations stay *unknown*, as real ones do.
+
+Some of the requests are batches (``POST /v1/batches``): 2 to 8 issue, redeem and transfer
+operations of one brand, each with an item key of its own. A batch is retried like any request,
+with the same item keys, and half its retries go under a new Idempotency-Key: the exchange then
+cannot replay the request, and must replay the items that had posted by their own keys
+(``replayed: true``). Batches are impatient more often than single operations, so that this
+happens in every run. Each item is an operation of its own in the log and in every check below,
+its outcome the one the batch's answer gives it (or ``unknown`` with the batch's); reversals
+may pick an acknowledged item as their original.
 
 Every operation goes into a log: kind, brand, idempotency key, request, attempts, final status
 and answer (or ``unknown``). When the clients are done and the service stopped, the log is held
@@ -18,7 +27,11 @@ against the database:
 3. every acknowledged operation is in the ledger exactly once, under its partner's idempotency
    key, with the transaction id the client was given (retried or not: never twice); a refused
    one is not at all; an unknown one zero times or once (then it is ``unknown-committed``);
-   the ledger holds no transaction whose key is not in the log;
+   the ledger holds no transaction whose key is not in the log. A batch item's transaction
+   has the item key and a ``batch_id`` (for an item posted, not replayed, the answer's), a
+   single request's has its Idempotency-Key and no ``batch_id``; a batch's own keys name no
+   transaction; an item is replayed only if its batch was sent before, and the counts a batch
+   answers are its items';
 4. ``verify_ledger`` (and ``litestar ledger verify``, as a subprocess) finds no fault;
 5. each member's balance is what the log says it must be (a model of every operation, reversals
    included), each participant's settlement balance is its net from the log, and settling the
@@ -99,7 +112,13 @@ OPERATIONS = {
     "donate": (10, "/v1/donations"),
     "redeem": (10, "/v1/redemptions"),
     "reverse": (15, "/v1/transactions/{}/reversal"),
+    "batch": (10, "/v1/batches"),
 }
+BATCH_ITEMS = (2, 8)
+"""How many operations a batch holds (issue, redeem and transfer of one brand, at random)."""
+REKEY_RATE = 0.5
+"""The chance that a batch's retry goes under a new Idempotency-Key (with the same item keys), so
+that its items are replayed by their own keys rather than the request by its key."""
 REQUEST_TIMEOUT = 10.0
 IMPATIENCE = 0.02
 """Seconds an impatient first attempt waits for its answer: often less than the exchange takes,
@@ -122,6 +141,10 @@ class BankConfig:
     """The share of operations whose client gives up at its first lost answer."""
     impatient_rate: float = 0.1
     """The share of operations whose first attempt stops waiting after ``IMPATIENCE`` seconds."""
+    batch_impatient_rate: float = 0.3
+    """The same for batches, higher: a batch that commits after its client hung up, sent again
+    under a new Idempotency-Key (``REKEY_RATE``), is what makes the exchange replay items by
+    their own keys."""
     drain_seconds: float = 30.0
     """How long, after ``seconds``, operations under way may keep retrying."""
     workers: int = 1
@@ -143,6 +166,15 @@ class Op:
     body: dict[str, Any]
     target: str | None = None
     """A reversal's original transaction."""
+    request_keys: list[str] = field(default_factory=list)
+    """A batch's Idempotency-Keys, in the order it was sent under them (the first is ``key``)."""
+    items: list[Op] = field(default_factory=list)
+    """A batch's operations, each an ``Op`` of its own: its kind, its item key as ``key``, the
+    operation as sent as ``body``, and its own outcome, taken from the batch's answer."""
+    batch: int | None = None
+    """An item's batch (its ``id``)."""
+    batch_id: str | None = None
+    """An acknowledged item's ``batch_id``, from the answer."""
     abandon: bool = False
     impatient: bool = False
     attempts: int = 0
@@ -150,9 +182,11 @@ class Op:
     status: int | None = None
     response: Any = None
     replayed: bool = False
+    """Answered as a replay: a request by its Idempotency-Key, a batch item by its item key."""
     outcome: str = "pending"
     """``ok`` (2xx), ``refused`` (4xx), ``unknown``; after the checks an unknown one is
-    ``unknown-committed`` or ``unknown-absent``."""
+    ``unknown-committed`` or ``unknown-absent`` (a batch: whether any of its items is in the
+    ledger). A batch's item has the outcome of its own in the batch's answer (201: ``ok``)."""
     transaction_id: str | None = None
     started: float = 0.0
     finished: float = 0.0
@@ -160,7 +194,8 @@ class Op:
     @property
     def problem_type(self) -> str | None:
         if self.outcome == "refused" and isinstance(self.response, dict):
-            return str(self.response.get("type", "")).rsplit("/", 1)[-1]
+            problem = self.response.get("problem") or self.response  # an item's, or the answer
+            return str(problem.get("type", "")).rsplit("/", 1)[-1]
         return None
 
 
@@ -205,6 +240,34 @@ class BankResult:
     def ledger_ops(self) -> list[Op]:
         return [op for op in self.ops if op.kind != "enrol"]
 
+    @property
+    def batch_items(self) -> list[Op]:
+        return [item for op in self.ops for item in op.items]
+
+    def batch_summary(self) -> dict[str, Any]:
+        batches = [op for op in self.ops if op.kind == "batch"]
+        items = self.batch_items
+        ids = {item.transaction_id for item in items if item.outcome == "ok"}
+        outcomes = Counter(
+            ("replayed" if item.replayed else "posted") if item.outcome == "ok" else item.outcome
+            for item in items
+        )
+        return {
+            "batches": len(batches),
+            "outcomes": dict(sorted(Counter(op.outcome for op in batches).items())),
+            "replayed": sum(1 for op in batches if op.replayed),
+            "rekeyed": sum(1 for op in batches if len(op.request_keys) > 1),
+            "items": len(items),
+            "by_kind": dict(sorted(Counter(item.kind for item in items).items())),
+            "item_outcomes": dict(sorted(outcomes.items())),
+            "item_refusals": dict(
+                sorted(Counter(i.problem_type for i in items if i.problem_type).items())
+            ),
+            "item_reversals": sum(
+                1 for op in self.ops if op.kind == "reverse" and op.target in ids
+            ),
+        }
+
     def summary(self) -> dict[str, Any]:
         ops = self.ledger_ops
         outcomes = Counter(op.outcome for op in ops)
@@ -224,6 +287,7 @@ class BankResult:
             "impatient": sum(1 for op in ops if op.impatient),
             "abandoning": sum(1 for op in ops if op.abandon),
             "in_flight_409": self.in_flight,
+            "batches": self.batch_summary(),
             "server_errors": len(self.server_errors),
             "kills": self.kills,
             "restart_seconds_max": round(restarts[-1], 2) if restarts else None,
@@ -362,8 +426,41 @@ class Bank:
             key=f"bank-{self.run_tag}-{client}-{self.next_id}", method="POST", path=path,
             body=body, **extra,
         )  # fmt: skip
+        if kind == "batch":
+            op.request_keys.append(op.key)
         self.result.ops.append(op)
         return op
+
+    def new_batch(self, client: int, brand: str, rng: random.Random, **chaos: bool) -> Op:
+        """A batch of a few issue, redeem and transfer operations of ``brand``, each with an
+        item key of its own in the style of every operation's key (it names a transaction)."""
+        operations: list[dict[str, Any]] = []
+        op = self.new_op(client, "batch", brand, "/v1/batches", {"operations": operations}, **chaos)
+        for _ in range(rng.randint(*BATCH_ITEMS)):
+            self.next_id += 1
+            kind = rng.choice(("issue", "redeem", "transfer"))
+            key = f"bank-{self.run_tag}-{client}-{self.next_id}"
+            body = {"type": kind, "idempotency_key": key}
+            body.update(self.points_body(kind, rng, f"bank-{self.run_tag}-{self.next_id}"))
+            item = Op(
+                id=self.next_id, client=client, kind=kind, brand=brand, key=key, method="POST",
+                path=op.path, body=body, batch=op.id, abandon=op.abandon, impatient=op.impatient,
+            )  # fmt: skip
+            op.items.append(item)
+            operations.append(body)
+        return op
+
+    def points_body(self, kind: str, rng: random.Random, reference: str) -> dict[str, Any]:
+        """An issue's, a redemption's or a transfer's body, alone or as a batch's operation."""
+        refs = self.world.member_refs
+        member = rng.choice(refs)
+        if kind == "issue":
+            return {"member_ref": member, "points": rng.randint(1, 3_000), "reference": reference}
+        if kind == "redeem":
+            return {"member_ref": member, "points": rng.randint(1, 600), "reference": reference}
+        to = rng.choice([ref for ref in refs if ref != member])
+        return {"from_member_ref": member, "to_member_ref": to,
+                "points": rng.randint(1, 800), "reference": reference}  # fmt: skip
 
     async def perform(self, client: AsyncExchangeClient, op: Op, rng: random.Random) -> None:
         """Send ``op`` until it has an answer: the same key every time, a fresh signature each.
@@ -375,7 +472,12 @@ class Bank:
         pause = 0.05
         while True:
             op.attempts += 1
-            sending = client.request(op.method, op.path, json=op.body, idempotency_key=op.key)
+            key = op.key
+            if op.kind == "batch":
+                if op.attempts > 1 and rng.random() < REKEY_RATE:
+                    op.request_keys.append(f"{op.key}-r{op.attempts}")
+                key = op.request_keys[-1]
+            sending = client.request(op.method, op.path, json=op.body, idempotency_key=key)
             try:
                 if op.impatient and op.attempts == 1:
                     response = await asyncio.wait_for(sending, IMPATIENCE)
@@ -404,8 +506,9 @@ class Bank:
                 break
             await asyncio.sleep(pause * (0.5 + rng.random()))
             pause = min(pause * 2, RETRY_CEILING)
-        op.outcome = "unknown"
         op.finished = time.time()
+        for one in (op, *op.items):
+            one.outcome = "unknown"
 
     def _take_answer(self, op: Op, response: httpx.Response) -> bool:
         """Record an answer; ``True`` when it says "ask again" (5xx, key in flight)."""
@@ -434,13 +537,38 @@ class Bank:
         op.finished = time.time()
         if 200 <= status < 300:
             op.outcome = "ok"
-            if op.kind != "enrol":
+            if op.kind == "batch":
+                self._take_items(op, body)
+            elif op.kind != "enrol":
                 op.transaction_id = body["transaction"]["id"]
                 if op.kind != "reverse":
                     self.acknowledged[op.brand].append(op)
         else:
             op.outcome = "refused"
+            for item in op.items:  # refused as a whole: none of them posted
+                item.outcome, item.status, item.response = "refused", status, body
         return False
+
+    def _take_items(self, op: Op, body: dict[str, Any]) -> None:
+        """A batch's answer: each item's outcome, as if it had been answered alone."""
+        results = body["results"]
+        sent = [(i, item.key) for i, item in enumerate(op.items)]
+        if [(r["index"], r["idempotency_key"]) for r in results] != sent:
+            self.result.violations.append(f"op {op.id} batch: the answer's items are not {sent}")
+            for item in op.items:  # checked as unknown: the ledger says what became of them
+                item.outcome = "unknown"
+            return
+        for item, answer in zip(op.items, results, strict=True):
+            item.attempts, item.finished = op.attempts, op.finished
+            item.status, item.response = answer["status"], answer
+            item.replayed = answer.get("replayed", False)
+            if answer["status"] == 201:
+                item.outcome = "ok"
+                item.transaction_id = answer["transaction"]["id"]
+                item.batch_id = body["batch_id"]
+                self.acknowledged[op.brand].append(item)
+            else:
+                item.outcome = "refused"
 
     async def enrol_everyone(self) -> None:
         rng = random.Random(0)
@@ -458,9 +586,12 @@ class Bank:
         refs = self.world.member_refs
         kind = rng.choices(list(OPERATIONS), weights=[w for w, _ in OPERATIONS.values()])[0]
         reference = f"bank-{self.run_tag}-{self.next_id + 1}"
+        impatience = (
+            self.config.batch_impatient_rate if kind == "batch" else self.config.impatient_rate
+        )
         chaos = {
             "abandon": rng.random() < self.config.abandon_rate,
-            "impatient": rng.random() < self.config.impatient_rate,
+            "impatient": rng.random() < impatience,
         }
         member = rng.choice(refs)
         if kind == "reverse":
@@ -478,16 +609,12 @@ class Bank:
                     client, kind, brand, OPERATIONS[kind][1].format(original.transaction_id), share,
                     target=original.transaction_id, **chaos,
                 )  # fmt: skip
+        if kind == "batch":
+            return self.new_batch(client, brand, rng, **chaos)
         path = OPERATIONS[kind][1]
         body: dict[str, Any]
-        if kind == "issue":
-            body = {"member_ref": member, "points": rng.randint(1, 3_000), "reference": reference}
-        elif kind == "redeem":
-            body = {"member_ref": member, "points": rng.randint(1, 600), "reference": reference}
-        elif kind == "transfer":
-            to = rng.choice([ref for ref in refs if ref != member])
-            body = {"from_member_ref": member, "to_member_ref": to,
-                    "points": rng.randint(1, 800), "reference": reference}  # fmt: skip
+        if kind in ("issue", "redeem", "transfer"):
+            body = self.points_body(kind, rng, reference)
         elif kind == "convert":
             destination = rng.choice([c for c in sorted(self.world.brands) if c != brand])
             body = {"member_ref": member, "to_partner": destination,
@@ -570,6 +697,7 @@ class Recorded:
     key: str | None
     points: int
     reverses_id: str | None
+    batch_id: str | None
     details: dict[str, Any]
 
 
@@ -730,7 +858,7 @@ class Checker:
         rows = await session.execute(
             select(
                 t.c.id, t.c.kind, t.c.partner_id, t.c.idempotency_key, t.c.points,
-                t.c.reverses_id, t.c.details,
+                t.c.reverses_id, t.c.batch_id, t.c.details,
             )
         )  # fmt: skip
         return [
@@ -741,58 +869,101 @@ class Checker:
                 row.idempotency_key,
                 row.points,
                 None if row.reverses_id is None else str(row.reverses_id),
+                None if row.batch_id is None else str(row.batch_id),
                 json.loads(row.details) if row.details else {},
             )
             for row in rows
         ]
 
     def check_idempotency(self, transactions: list[Recorded]) -> list[tuple[Op, dict[str, Any]]]:
-        """Check 3; returns every committed operation with its facts."""
-        by_key: dict[tuple[str, str | None], list[Recorded]] = defaultdict(list)
+        """Check 3, for single operations and batch items alike; returns every committed one
+        with its facts. A transaction is found by its partner and key, and by whether it is a
+        batch item (``batch_id`` set, its key the item's) or a single request's."""
+        by_key: dict[tuple[str, str | None, bool], list[Recorded]] = defaultdict(list)
         for tx in transactions:
-            by_key[tx.partner_id, tx.key].append(tx)
+            by_key[tx.partner_id, tx.key, tx.batch_id is not None].append(tx)
         logged = set()
         committed = []
         for op in self.result.ops:
             partner = str(self.world.brands[op.brand].partner.id)
-            logged.add((partner, op.key))
-            found = by_key.get((partner, op.key), [])
-            if op.kind == "enrol" or op.outcome == "refused":
-                if found:
-                    self.fail(f"op {op.id} {op.kind} ({op.outcome}) posted {len(found)} times")
-                continue
-            if op.outcome == "ok":
-                if len(found) != 1:
-                    self.fail(f"op {op.id} {op.kind} acknowledged, in the ledger {len(found)}x")
-                    continue
-                tx = found[0]
-                if tx.id != op.transaction_id:
-                    self.fail(f"op {op.id}: acknowledged {op.transaction_id}, ledger has {tx.id}")
-                facts = _facts_from_answer(op)
-                if _facts_from_ledger(tx) != facts:
-                    self.fail(f"op {op.id}: answered {facts}, ledger has {_facts_from_ledger(tx)}")
-            else:
-                if len(found) > 1:
-                    self.fail(f"op {op.id} {op.kind} unanswered, in the ledger {len(found)}x")
-                    continue
-                if not found:
-                    op.outcome = "unknown-absent"
-                    continue
-                op.outcome = "unknown-committed"
-                tx = found[0]
-                op.transaction_id = tx.id
-                facts = _facts_from_ledger(tx)
-            if tx.kind != op.kind:
-                self.fail(f"op {op.id} {op.kind} is a {tx.kind} transaction in the ledger")
-            if op.kind == "reverse" and tx.reverses_id != op.target:
-                self.fail(f"op {op.id} reverses {op.target}, the ledger says {tx.reverses_id}")
-            committed.append((op, facts))
-        strays = [tx for tx in transactions if (tx.partner_id, tx.key) not in logged]
+            if op.kind == "batch":
+                self.check_batch_answer(op)
+            # A batch's own keys name no transaction (a stray if one did): its items' keys do.
+            for one in op.items or [op]:
+                item = one.batch is not None
+                logged.add((partner, one.key, item))
+                entry = self.check_once(one, by_key.get((partner, one.key, item), []))
+                if entry is not None:
+                    committed.append(entry)
+            if op.kind == "batch" and op.outcome == "unknown":
+                landed = any(item.outcome == "unknown-committed" for item in op.items)
+                op.outcome = "unknown-committed" if landed else "unknown-absent"
+        strays = [
+            tx
+            for tx in transactions
+            if (tx.partner_id, tx.key, tx.batch_id is not None) not in logged
+        ]
         for tx in strays[:20]:
-            self.fail(f"transaction {tx.id} ({tx.kind}, key {tx.key!r}) is not in the log")
+            self.fail(
+                f"transaction {tx.id} ({tx.kind}, key {tx.key!r}, batch {tx.batch_id}) is not"
+                " in the log"
+            )
         self.result.checks["transactions"] = len(transactions)
+        self.result.checks["batch_items"] = sum(tx.batch_id is not None for tx in transactions)
         self.result.checks["stray_transactions"] = len(strays)
         return committed
+
+    def check_once(self, op: Op, found: list[Recorded]) -> tuple[Op, dict[str, Any]] | None:
+        """One operation against the transactions under its key: the operation with its facts
+        when it committed."""
+        name = f"op {op.id} {op.kind}" + ("" if op.batch is None else f" (batch {op.batch})")
+        if op.kind == "enrol" or op.outcome == "refused":
+            if found:
+                self.fail(f"{name} ({op.outcome}) posted {len(found)} times")
+            return None
+        if op.outcome == "ok":
+            if len(found) != 1:
+                self.fail(f"{name} acknowledged, in the ledger {len(found)}x")
+                return None
+            tx = found[0]
+            if tx.id != op.transaction_id:
+                self.fail(f"{name}: acknowledged {op.transaction_id}, ledger has {tx.id}")
+            if op.batch_id is not None and not op.replayed and tx.batch_id != op.batch_id:
+                self.fail(f"{name}: posted by batch {op.batch_id}, ledger says {tx.batch_id}")
+            facts = _facts_from_answer(op)
+            if _facts_from_ledger(tx) != facts:
+                self.fail(f"{name}: answered {facts}, ledger has {_facts_from_ledger(tx)}")
+        else:
+            if len(found) > 1:
+                self.fail(f"{name} unanswered, in the ledger {len(found)}x")
+                return None
+            if not found:
+                op.outcome = "unknown-absent"
+                return None
+            op.outcome = "unknown-committed"
+            tx = found[0]
+            op.transaction_id = tx.id
+            facts = _facts_from_ledger(tx)
+        if tx.kind != op.kind:
+            self.fail(f"{name} is a {tx.kind} transaction in the ledger")
+        if op.kind == "reverse" and tx.reverses_id != op.target:
+            self.fail(f"{name} reverses {op.target}, the ledger says {tx.reverses_id}")
+        return op, facts
+
+    def check_batch_answer(self, batch: Op) -> None:
+        """What a batch's answer says without the ledger: an item key is replayed only when the
+        batch was sent before (and that answer lost), and the answer's counts are its items'."""
+        for item in batch.items:
+            if item.replayed and batch.attempts < 2:
+                self.fail(f"op {item.id} {item.kind} (batch {batch.id}) replayed at first sending")
+        if batch.outcome == "ok":
+            statuses = Counter(
+                ("replayed" if i.replayed else "posted") if i.status == 201 else "refused"
+                for i in batch.items
+            )
+            counts = {name: batch.response[name] for name in ("posted", "replayed", "refused")}
+            if counts != {name: statuses[name] for name in counts}:
+                self.fail(f"op {batch.id} batch: answered {counts}, its items say {statuses}")
 
     def check_model(
         self, committed: list[tuple[Op, dict[str, Any]]], members: dict[tuple[str, str], int]
