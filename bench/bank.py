@@ -1163,6 +1163,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     parser.add_argument("--abandon-rate", type=float, default=0.15)
     parser.add_argument("--impatient-rate", type=float, default=0.1)
+    parser.add_argument("--batch-impatient-rate", type=float, default=0.3)
     parser.add_argument("--data-dir", type=Path, default=ROOT / "var" / "bank")
     parser.add_argument("--database", default="exchange_bank_run", help="exchange_bank_* name")
     parser.add_argument("--keep-database", action="store_true")
@@ -1173,6 +1174,7 @@ def main(argv: list[str] | None = None) -> int:
         seconds=args.minutes * 60, clients=args.clients, kill_every=args.kill_every,
         members=args.members, seed=args.seed, workers=args.workers,
         abandon_rate=args.abandon_rate, impatient_rate=args.impatient_rate,
+        batch_impatient_rate=args.batch_impatient_rate,
     )  # fmt: skip
 
     async def go() -> BankResult:
