@@ -213,6 +213,13 @@ async def _open_members(session: AsyncSession, info: Any, refs: list[str]) -> No
 # --------------------------------------------------------------------------- API load
 
 
+class _BatchCounts(msgspec.Struct):
+    """What the driver reads of a batch's answer."""
+
+    posted: int
+    refused: int
+
+
 @dataclass
 class ApiLoad:
     """One SDK client per brand (each with its own connection pool) against the service."""
@@ -301,9 +308,11 @@ class ApiLoad:
             response = await client.request("POST", "/v1/batches", json={"operations": items})
             if not response.is_success:
                 raise ProblemError(response.status_code, response.json())
-            answer = msgspec.json.decode(response.content)
-            self.refused_items += int(answer["refused"])
-            return int(answer["posted"])
+            # The counts alone: the SDK has checked the signature over the whole answer, and
+            # building the thousand results as Python objects took a quarter of the driver.
+            answer = msgspec.json.decode(response.content, type=_BatchCounts)
+            self.refused_items += answer.refused
+            return answer.posted
 
         return operation
 
