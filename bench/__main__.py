@@ -45,6 +45,7 @@ API_SCENARIOS = ("a", "b", "c", "batches")
 ALL_SCENARIOS = ("floor", "a", "b", "c", "batches", "d", "e")
 VERIFY_TARGET = 200_000
 BATCHES_TARGET = 5
+SETTLE_TARGET_POSTINGS = 10_000_000
 
 # Wide enough for the tables when the output is a file or a pipe (rich's default is 80).
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -343,9 +344,13 @@ def _results_table(run: dict[str, Any]) -> Table:
                 table.add_row(label, "skipped", "", "", "", "", "", entry["skipped"])
                 continue
             ratio = entry["ratio_to_group_by"]
+            # The target names the day of 10 million; a smaller day is shown for the
+            # trend (memory, ratio), not judged.
+            judged = int(key.split()[1]) >= SETTLE_TARGET_POSTINGS  # the size asked for
             table.add_row(
                 label, _fmt(entry["postings_per_second"], 0), "", "",
-                f"{ratio:.1f}x GROUP BY", "<= 3x GROUP BY", _met(ratio <= 3), "0",
+                f"{ratio:.1f}x GROUP BY", "<= 3x GROUP BY" if judged else "(at 10M)",
+                _met(ratio <= 3) if judged else "", "0",
             )  # fmt: skip
     for key, entry in scenarios.items():
         if key.startswith("e "):
