@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 
 import msgspec
-from litestar import Controller, post
+from litestar import Controller, MediaType, Response, post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -116,7 +116,11 @@ def _refused(index: int, key: str, outcome: batch.ItemRefused) -> BatchItemOut:
 
 def batch_out(
     keys: ExchangeKeys, items: list[batch.BatchItem], outcome: batch.BatchOutcome
-) -> BatchOut:
+) -> bytes:
+    """The answer's body: the document (:class:`BatchResults`) and its ``receipt``, a
+    :class:`BatchOut`. Encoded here, once: the bytes the signature covers are msgspec's sorted
+    encoding of the document, and the body is those bytes with the receipt added as the last
+    member, rather than a second encoding of half a megabyte by the framework."""
     results = []
     for index, (item, result) in enumerate(zip(items, outcome.items, strict=True)):
         key = item.idempotency_key
@@ -133,25 +137,14 @@ def batch_out(
         refused=sum(isinstance(r, batch.ItemRefused) for r in outcome.items),
         results=results,
     )
-    return BatchOut(
-        batch_id=document.batch_id,
-        posted=document.posted,
-        replayed=document.replayed,
-        refused=document.refused,
-        results=document.results,
-        receipt=_signature(keys, document),
+    # Sorted keys, no spaces, UTF-8, the same escapes: for JSON types that is byte for byte
+    # ``canonical_json``, what :meth:`ExchangeKeys.sign_document` signs (building and sorting a
+    # thousand transactions in Python would take ~25 ms more).
+    signed = msgspec.json.encode(document, order="sorted")
+    receipt = DocumentSignature(
+        key_id=keys.key_id, alg="ed25519", signature=base64.b64encode(keys.sign(signed)).decode()
     )
-
-
-def _signature(keys: ExchangeKeys, document: BatchResults) -> DocumentSignature:
-    """What :meth:`ExchangeKeys.sign_document` makes of the document, made from msgspec's
-    sorted encoding: for JSON types that is byte for byte ``canonical_json`` (sorted keys, no
-    spaces, UTF-8, the same escapes), and on a document of a thousand transactions it saves
-    the ~25 ms that building and sorting it in Python would take."""
-    signature = keys.sign(msgspec.json.encode(document, order="sorted"))
-    return DocumentSignature(
-        key_id=keys.key_id, alg="ed25519", signature=base64.b64encode(signature).decode()
-    )
+    return b"".join((signed[:-1], b',"receipt":', msgspec.json.encode(receipt), b"}"))
 
 
 class BatchesController(Controller):
@@ -178,7 +171,10 @@ class BatchesController(Controller):
         caller: NamedDependency[PartnerInfo],
         db_session: NamedDependency[AsyncSession],
         exchange_keys: NamedDependency[ExchangeKeys],
-    ) -> BatchOut:
+    ) -> Response[BatchOut]:
         items = [_item(operation) for operation in data.operations]
         outcome = await batch.post_batch(db_session, caller, items)
-        return batch_out(exchange_keys, items, outcome)
+        body = batch_out(exchange_keys, items, outcome)
+        # A BatchOut, encoded already (see batch_out): bytes go out as they are, and the
+        # annotation keeps the schema in the OpenAPI document.
+        return Response(body, media_type=MediaType.JSON, status_code=200)  # type: ignore[arg-type]
