@@ -29,7 +29,6 @@ from exchange.migrate import upgrade_async
 from exchange.observability import request_id_middleware, structlog_plugin
 from exchange.settings import Settings, get_settings
 from exchange.signing import load_exchange_keys, load_master_key
-from partners.auth import request_transaction_handler
 from settlement.scheduler import run_scheduler
 
 
@@ -43,10 +42,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or get_settings()
     engine = create_engine(settings)
     db_config = SQLAlchemyAsyncConfig(
-        engine_instance=engine, session_config=AsyncSessionConfig(expire_on_commit=False)
+        engine_instance=engine,
+        session_config=AsyncSessionConfig(expire_on_commit=False),
+        before_send_handler="autocommit",
     )
-    # Made once the config has its session's scope key (unique per config in a process).
-    db_config.before_send_handler = request_transaction_handler(db_config.session_scope_key)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -81,7 +80,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     prometheus = PrometheusConfig(app_name="exchange", group_path=True)
     app = Litestar(
-        route_handlers=[SystemController, MetricsController, v1_router(db_config)],
+        route_handlers=[SystemController, MetricsController, v1_router(engine, db_config)],
         plugins=[
             SQLAlchemyPlugin(config=db_config),
             problem_details_plugin(),

@@ -3,12 +3,9 @@
 For each request the middleware reads the whole body (Litestar caches it on the connection, so
 the handler reads the same bytes again), parses the signatures, loads the candidate keys that
 are not revoked (with their partner, in one query), verifies with :func:`verify_request` and
-records the nonce. Key lookup and nonce claim run in the request's own database transaction
-(advanced-alchemy's session of the request), and commit with what the request does: one
-transaction and one commit a request, not two. A request that does not answer 2xx rolls back,
-nonce and all; :func:`request_transaction_handler` then claims the nonce again, alone, and commits
-it before the answer leaves, so that a replay is refused even when the first request failed
-(a refused redemption must not post when replayed after the member has earned the points).
+records the nonce. Key lookup and nonce run in one short transaction of their own, committed
+before the handler starts: a replay is refused even when the first request later fails, and on
+SQLite the request's own transaction (``BEGIN IMMEDIATE``) cannot wait on it.
 
 Every refusal is the same 401 problem, byte for byte, whatever the cause; the cause goes to the
 log at info level. On success the caller's :class:`PartnerInfo` is ``scope["user"]`` (what
@@ -23,20 +20,15 @@ from typing import Any, Self, cast
 from urllib.parse import quote
 
 import structlog
-from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig
-from advanced_alchemy.extensions.litestar._utils import get_aa_scope_state
-from advanced_alchemy.extensions.litestar.plugins.init.config.asyncio import (
-    autocommit_handler_maker,
-)
 from cryptography.exceptions import InvalidTag
 from litestar import Request
 from litestar.datastructures import Headers
 from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
-from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, HTTPScope, Receive, Scope, Send
 from sqlalchemy import bindparam, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from exchange.api.problems import from_domain_error, send_problem
 from exchange.errors import DomainError
@@ -79,8 +71,8 @@ class RequestSignatureMiddleware(ASGIMiddleware):
 
     scopes = (ScopeType.HTTP,)
 
-    def __init__(self, db_config: SQLAlchemyAsyncConfig) -> None:
-        self.db_config = db_config
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Self:
         # Litestar deep-copies a router when it is registered; the database handle is shared.
@@ -89,9 +81,8 @@ class RequestSignatureMiddleware(ASGIMiddleware):
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         http = cast("HTTPScope", scope)
         body = await Request[Any, Any, Any](scope, receive).body()
-        session = self.db_config.provide_session(http["app"].state, scope)
         try:
-            caller, key_id = await self.authenticate(http, body, session)
+            caller, key_id = await self.authenticate(http, body)
         except SignatureInvalid as exc:
             log.info(
                 "request signature refused",
@@ -105,12 +96,8 @@ class RequestSignatureMiddleware(ASGIMiddleware):
         scope["auth"] = key_id
         await next_app(scope, receive, send)
 
-    async def authenticate(
-        self, scope: HTTPScope, body: bytes, session: AsyncSession
-    ) -> tuple[PartnerInfo, str]:
-        """The calling partner and the key id that signed, or :class:`SignatureInvalid`. The
-        nonce is claimed in ``session``'s transaction, and noted in the scope (see the module
-        note)."""
+    async def authenticate(self, scope: HTTPScope, body: bytes) -> tuple[PartnerInfo, str]:
+        """The calling partner and the key id that signed, or :class:`SignatureInvalid`."""
         headers = Headers.from_scope(scope)
         candidates = parse_signatures(headers)
         if not candidates:
@@ -122,21 +109,21 @@ class RequestSignatureMiddleware(ASGIMiddleware):
             raise SignatureInvalid("no keyid")
         master_key: bytes = scope["app"].state.master_key
         now = int(time.time())
-        conn = await session.connection()
-        keys, partners = await _active_keys(conn, key_ids, master_key)
-        verified = verify_request(
-            method=scope["method"],
-            path=raw_path(scope),
-            query=scope["query_string"].decode("latin-1"),
-            authority=headers.get("host"),
-            headers=headers,
-            body=body,
-            keys=keys,
-            now=now,
-            max_age=MAX_AGE_SECONDS,
-            max_future=MAX_FUTURE_SECONDS,
-        )
-        scope["state"][_NONCE_CLAIMED] = await _claim_nonce(conn, verified, now)
+        async with self.engine.begin() as conn:
+            keys, partners = await _active_keys(conn, key_ids, master_key)
+            verified = verify_request(
+                method=scope["method"],
+                path=raw_path(scope),
+                query=scope["query_string"].decode("latin-1"),
+                authority=headers.get("host"),
+                headers=headers,
+                body=body,
+                keys=keys,
+                now=now,
+                max_age=MAX_AGE_SECONDS,
+                max_future=MAX_FUTURE_SECONDS,
+            )
+            await _claim_nonce(conn, verified, now)
         return partners[verified.key_id], verified.key_id
 
 
@@ -208,9 +195,7 @@ async def _active_keys(
     return keys, partners
 
 
-async def _claim_nonce(
-    conn: AsyncConnection, verified: VerifiedSignature, now: int
-) -> dict[str, Any]:
+async def _claim_nonce(conn: AsyncConnection, verified: VerifiedSignature, now: int) -> None:
     """Record the nonce for the signature window; a nonce already on record is a replay.
     A record whose window has passed (not yet purged) is taken over, not counted as a replay:
     a signature that old fails the ``created`` check before it gets here."""
@@ -228,38 +213,6 @@ async def _claim_nonce(
     }
     if (await conn.execute(upsert, values)).rowcount != 1:
         raise SignatureInvalid(f"nonce {verified.nonce!r} already used with this key")
-    return values
-
-
-_NONCE_CLAIMED = "signature_nonce_claimed"
-"""Scope state: the nonce claim of a verified request, to make again if the request fails."""
-
-
-def request_transaction_handler(session_scope_key: str) -> Any:
-    """The app's before-send hook for the request's session: advanced-alchemy's autocommit
-    (commit on 2xx, else roll back; then close), with one step before it. An answer that is not
-    2xx to a verified request rolls the transaction back first and claims the request's nonce
-    again, alone, committed before the answer is sent. (The idempotency layer has committed a
-    2xx POST already; its commit failing is a 500, which comes here like any other refusal.)"""
-    autocommit = autocommit_handler_maker(session_scope_key=session_scope_key)
-
-    async def handler(message: Message, scope: Scope) -> None:
-        if message["type"] == "http.response.start" and not 200 <= message["status"] < 300:
-            claim = scope.get("state", {}).pop(_NONCE_CLAIMED, None)
-            session = get_aa_scope_state(scope, session_scope_key)
-            if claim is not None and session is not None:
-                try:
-                    await session.rollback()
-                    conn = await session.connection()
-                    await conn.execute(_NONCE_CLAIMS[conn.dialect.name], claim)
-                    await session.commit()
-                except Exception:
-                    # The refusal goes out regardless; the nonce is then not on record, and a
-                    # replay within the window would be checked afresh.
-                    log.exception("could not record the nonce of a refused request")
-        await autocommit(message, scope)
-
-    return handler
 
 
 async def purge_expired_nonces(conn: AsyncConnection, now: dt.datetime) -> int:

@@ -4,10 +4,9 @@ A request passes, in order: the exchange's response signing (around the whole ap
 ``exchange.api.response_signing``), request signature verification (``partners.auth``), the
 Idempotency-Key claim on POSTs (``partners.idempotency``), the route's guards, strict decoding
 of the body (:func:`decode_strictly`), then the handler, which calls a service. The request's
-database session (advanced-alchemy's, one per request) is the one transaction of the request,
-from the signature's key lookup and nonce claim on: the idempotency layer commits it after a
-2xx, the before-send hook (``partners.auth.request_transaction_handler``) rolls back anything
-else and keeps the nonce.
+database session (advanced-alchemy's, one per request) is the one transaction of the request:
+the idempotency layer commits it after a 2xx, the plugin's autocommit handler rolls back
+anything else.
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ from litestar import Request, Router
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import ClientException, ValidationException
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from exchange.api.batches import BatchesController
 from exchange.api.conversions import ConversionsController
@@ -102,8 +102,8 @@ def _refusal(message: str) -> Exception:
     )
 
 
-def v1_router(db_config: SQLAlchemyAsyncConfig) -> Router:
-    """The signed API; ``db_config`` gives each request its session (see the module note)."""
+def v1_router(engine: AsyncEngine, db_config: SQLAlchemyAsyncConfig) -> Router:
+    """The signed API. ``engine`` serves the signature layer's own short transactions."""
     dependencies: dict[str, Any] = {
         "caller": Provide(provide_caller, sync_to_thread=False),
         "idempotency_key": Provide(provide_idempotency_key, sync_to_thread=False),
@@ -124,7 +124,7 @@ def v1_router(db_config: SQLAlchemyAsyncConfig) -> Router:
             WebhookController,
             SettlementBatchesController,
         ],
-        middleware=[RequestSignatureMiddleware(db_config), IdempotencyMiddleware(db_config)],
+        middleware=[RequestSignatureMiddleware(engine), IdempotencyMiddleware(db_config)],
         dependencies=dependencies,
         before_request=decode_strictly,
         request_max_body_size=MAX_BODY_BYTES,
