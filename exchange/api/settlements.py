@@ -139,6 +139,10 @@ class WebhookController(Controller):
         url = await set_webhook_url(
             db_session, caller.id, data.url, allow_http=settings.webhook_allow_http
         )
+        # Committed here, before the answer: a PUT is not under the idempotency layer (which
+        # does this for POSTs), and the plugin's after-answer commit only logs a failure, which
+        # would answer 200 for a change that was never made. A failure here is a 500.
+        await db_session.commit()
         return WebhookOut(url=url)
 
 

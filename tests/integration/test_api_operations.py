@@ -84,7 +84,10 @@ async def test_worked_example(
         as_=partners.sky_hmac,
     )
     assert moved.status_code == 201
-    assert balances(moved.json()) == {"alice": (500, 0, 500), "bob": (200, 0, 200)}
+    assert moved.json()["balances"] == [
+        {"member_ref": "alice", "balance": 500, "held": 0, "available": 500},
+        {"member_ref": "bob", "balance": 200, "held": 0, "available": 200},
+    ]
     assert receipt_verifies(api, moved.json())
 
     held = await api.post("/v1/holds", {"member_ref": "alice", "points": 100}, as_=sky)
@@ -200,6 +203,31 @@ async def test_another_partners_things_are_not_found(api: SignedApi, partners: P
     assert await api.ledger_size() == postings
     unknown = await api.get(f"/v1/transactions/{uuid.uuid4()}", as_=sky)
     assert unknown.status_code == 404
+
+
+async def test_a_transfer_names_the_first_member_it_cannot_find(
+    api: SignedApi, partners: Partners
+) -> None:
+    sky = partners.sky
+    await api.post("/v1/members", {"member_ref": "alice"}, as_=sky)
+    await api.post("/v1/issuances", {"member_ref": "alice", "points": 50}, as_=sky)
+    before = await api.ledger_size()
+    # (from, to, the ref the problem names): the sender is looked for first.
+    cases = [
+        ("ghost", "phantom", "ghost"),
+        ("ghost", "alice", "ghost"),
+        ("alice", "ghost", "ghost"),
+    ]
+    for source, target, missing in cases:
+        answer = await api.post(
+            "/v1/transfers",
+            {"from_member_ref": source, "to_member_ref": target, "points": 5},
+            as_=sky,
+        )
+        assert answer.status_code == 404, (source, target)
+        assert answer.json()["type"].endswith("/member-not-found")
+        assert answer.json()["member_ref"] == missing, (source, target)
+    assert await api.ledger_size() == before
 
 
 async def test_brand_only_operations_refuse_the_operator(
