@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import time
@@ -10,8 +11,10 @@ from collections.abc import Awaitable, Callable
 import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from exchange.ledger.models import Account, Member
 from partners.httpsig import content_digest, sign_request
 from partners.service import revoke_key
 from tests.integration.conftest import Credentials, Partners, SignedApi, custom_signature
@@ -224,6 +227,50 @@ async def test_a_replayed_request_is_refused_even_when_the_first_failed(
     # A nonce belongs to one key: the brand's other key may use the same one.
     other = await api.post("/v1/issuances", ISSUE, as_=partners.sky_hmac, nonce="only-once")
     assert other.status_code == 201
+
+
+@pytest.mark.postgres_only
+async def test_a_replay_of_a_request_still_running_is_refused_at_once(
+    api: SignedApi, partners: Partners, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """The nonce is on record before the handler runs. A replay sent while the first attempt
+    waits (here on the member's row lock) is refused at once, rather than queued behind it with
+    a connection held; and it cannot take the first attempt's place when that one then fails
+    (were the nonce claimed with the request's own work, the replay would get it the moment the
+    failure rolled back, and post)."""
+    await api.post("/v1/members", {"member_ref": "alice"}, as_=partners.sky)
+    fixed = {"nonce": "in-flight", "created": int(time.time()), "idempotency_key": "k-flight"}
+    redeem = {"member_ref": "alice", "points": 100}
+    alice = (
+        select(Account.id)
+        .join(Member, Member.id == Account.member_id)
+        .where(Member.member_ref == "alice")
+        .with_for_update()
+    )
+    before = await api.ledger_size()
+    async with sessions() as blocker, blocker.begin():
+        await blocker.execute(alice)
+        first = asyncio.create_task(api.post("/v1/redemptions", redeem, as_=partners.sky, **fixed))  # type: ignore[arg-type]
+        for _ in range(200):  # until the first attempt waits on the row lock
+            waiting = await blocker.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+            )
+            if waiting:
+                break
+            await asyncio.sleep(0.05)
+        assert waiting, "the first attempt never waited on the member's lock"
+        replay = await asyncio.wait_for(
+            api.post("/v1/redemptions", redeem, as_=partners.sky, **fixed),  # type: ignore[arg-type]
+            timeout=10,
+        )
+        assert (replay.status_code, replay.content) == (401, REFUSAL)
+        assert not first.done()
+    short = await first  # alice has no points: refused
+    assert short.status_code == 422
+    assert await api.ledger_size() == before
 
 
 async def test_query_must_be_covered_when_present(api: SignedApi, partners: Partners) -> None:
