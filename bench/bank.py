@@ -80,13 +80,14 @@ from bench.pg import drop_database, recreate_database
 from bench.service import ROOT, ServiceProcess
 from exchange.db import create_engine
 from exchange.ledger.models import Account, LedgerTransaction, Member, Posting
+from exchange.ledger.parties import PartnerInfo
 from exchange.ledger.verify import verify_ledger
 from exchange.migrate import upgrade_async
-from exchange.rates.service import set_point_value, set_rate
+from exchange.pricing.service import set_point_value, set_rate
 from exchange.settings import Settings
 from exchange.signing import load_exchange_keys
 from partners.client import IN_FLIGHT_PROBLEM, AsyncExchangeClient, ResponseSignatureInvalid
-from partners.service import PartnerInfo, add_key, create_partner
+from partners.service import add_key, create_partner
 from settlement.netting import Obligation, net_positions
 from settlement.service import settle_day
 

@@ -83,7 +83,7 @@ async def build_api_world(
     and rates through their services; members and opening balances in bulk."""
     from exchange.db import create_engine, session_maker
     from exchange.migrate import upgrade_async
-    from exchange.rates import service as rates
+    from exchange.pricing import service as rates
     from exchange.signing import load_master_key
     from partners.service import add_key, create_partner
 

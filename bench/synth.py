@@ -21,9 +21,10 @@ import uuid_utils
 
 from exchange.db import create_engine
 from exchange.ledger.engine import GENESIS_HASH, posting_hash
+from exchange.ledger.parties import PartnerInfo
 from exchange.migrate import upgrade_async
 from exchange.settings import get_settings
-from partners.service import PartnerInfo, create_partner
+from partners.service import create_partner
 
 
 @dataclass

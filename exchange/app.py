@@ -18,18 +18,42 @@ from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
-from exchange.api.problems import problem_details_plugin
-from exchange.api.response_signing import sign_responses
-from exchange.api.system import SystemController
-from exchange.api.v1 import v1_router
 from exchange.cli import ExchangeCLIPlugin
 from exchange.db import create_engine
+from exchange.http.problems import problem_details_plugin
+from exchange.http.response_signing import sign_responses
+from exchange.http.signed_api import v1_router
+from exchange.http.system import SystemController
 from exchange.jobs import run_periodic_jobs
+from exchange.ledger.controllers.batches import BatchesController
+from exchange.ledger.controllers.members import MembersController
+from exchange.ledger.controllers.operations import OperationsController
 from exchange.migrate import upgrade_async
 from exchange.observability import request_id_middleware, structlog_plugin
+from exchange.pricing.controllers import PricingController
+from exchange.pricing.conversion_controllers import ConversionsController
 from exchange.settings import Settings, get_settings
 from exchange.signing import load_exchange_keys, load_master_key
+from partners.controllers import PartnersController
+from settlement.controllers import (
+    SettlementBatchesController,
+    SettlementsController,
+    WebhookController,
+)
 from settlement.scheduler import run_scheduler
+
+SIGNED_CONTROLLERS = (
+    PartnersController,
+    MembersController,
+    OperationsController,
+    PricingController,
+    ConversionsController,
+    BatchesController,
+    SettlementsController,
+    WebhookController,
+    SettlementBatchesController,
+)
+"""Every feature's routes under the signed ``/v1`` router."""
 
 
 class MetricsController(PrometheusController):
@@ -80,7 +104,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     prometheus = PrometheusConfig(app_name="exchange", group_path=True)
     app = Litestar(
-        route_handlers=[SystemController, MetricsController, v1_router(engine, db_config)],
+        route_handlers=[
+            SystemController,
+            MetricsController,
+            v1_router(engine, db_config, SIGNED_CONTROLLERS),
+        ],
         plugins=[
             SQLAlchemyPlugin(config=db_config),
             problem_details_plugin(),

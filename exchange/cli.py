@@ -4,51 +4,17 @@ Each prints JSON on stdout; refusals print a JSON problem on stderr and exit 1."
 
 from __future__ import annotations
 
-import asyncio
-import json
 import sys
 import uuid
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 from litestar.plugins import CLIPluginProtocol
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from exchange.db import create_engine
-from exchange.errors import DomainError
-from exchange.migrate import upgrade
-from exchange.settings import Settings, get_settings
-
-T = TypeVar("T")
-
-
-def _emit(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, sort_keys=True, default=str))
-
-
-def run_with_session(work: Callable[[AsyncSession, Settings], Awaitable[T]]) -> T:
-    """Migrate (unless disabled), then run ``work`` in one committed database transaction."""
-    settings = get_settings()
-    if settings.auto_migrate:
-        upgrade(settings)
-
-    async def main() -> T:
-        engine = create_engine(settings)
-        try:
-            async with AsyncSession(engine, expire_on_commit=False) as session, session.begin():
-                return await work(session, settings)
-        finally:
-            await engine.dispose()
-
-    try:
-        return asyncio.run(main())
-    except DomainError as error:
-        click.echo(
-            json.dumps({"type": error.slug, "detail": error.detail, **error.extra}), err=True
-        )
-        sys.exit(1)
+from exchange.commands import emit, run_with_session
+from exchange.settings import Settings
 
 
 @click.group(name="partners", help="Onboard partners and manage their keys.")
@@ -84,7 +50,7 @@ def create_partner_command(
             "min_donation_points": partner.min_donation_points,
         }
 
-    _emit(run_with_session(work))
+    emit(run_with_session(work))
 
 
 @partners_group.command(name="add-key", help="Register a key the partner signs requests with.")
@@ -115,7 +81,7 @@ def add_key_command(partner_id: uuid.UUID, alg: str, public_key: Path | None) ->
             out["note"] = "the secret is shown this once; store it now"
         return out
 
-    _emit(run_with_session(work))
+    emit(run_with_session(work))
 
 
 @partners_group.command(name="revoke-key", help="Revoke a key: requests signed with it fail.")
@@ -127,7 +93,7 @@ def revoke_key_command(key_id: str) -> None:
         row = await revoke_key(session, key_id)
         return {"key_id": row.id, "partner_id": str(row.partner_id), "revoked_at": row.revoked_at}
 
-    _emit(run_with_session(work))
+    emit(run_with_session(work))
 
 
 @partners_group.command(
@@ -154,7 +120,7 @@ def reencrypt_command(new_master_key_file: Path) -> None:
         count = await reencrypt_secrets(session, load_master_key(settings), new_key)
         return {"reencrypted": count}
 
-    _emit(run_with_session(work))
+    emit(run_with_session(work))
 
 
 @click.group(name="ledger", help="Audit the ledger.")
@@ -172,7 +138,7 @@ def verify_command() -> None:
         return await verify_ledger(session)
 
     report = run_with_session(work)
-    _emit(report.as_dict())
+    emit(report.as_dict())
     if not report.ok:
         sys.exit(1)
 
@@ -181,7 +147,7 @@ class ExchangeCLIPlugin(CLIPluginProtocol):
     """Adds the operator's command groups to ``litestar``."""
 
     def on_cli_init(self, cli: click.Group) -> None:
-        from exchange.rates.cli import rates_group
+        from exchange.pricing.cli import rates_group
         from settlement.cli import settlement_group
 
         cli.add_command(partners_group)

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+PROBLEM_TYPE_BASE = "https://exchange.example/problems/"
+"""Every problem's ``type`` is this plus its slug."""
+_RESERVED = frozenset({"type", "title", "status", "detail", "instance"})
+
 
 class DomainError(Exception):
     """Base of every refusal the exchange gives on purpose."""
@@ -26,6 +30,18 @@ class DomainError(Exception):
         super().__init__(detail)
         self.detail = detail
         self.extra = extra
+
+    def problem_document(self) -> dict[str, Any]:
+        """This refusal as an RFC 9457 problem document (what the API answers with)."""
+        document: dict[str, Any] = {
+            "type": PROBLEM_TYPE_BASE + self.slug,
+            "title": self.title,
+            "status": self.status,
+        }
+        if self.detail:
+            document["detail"] = self.detail
+        document.update((k, v) for k, v in self.extra.items() if k not in _RESERVED)
+        return document
 
 
 class InvalidAmount(DomainError):
@@ -253,3 +269,9 @@ class SettlementAlreadyPaid(DomainError):
     slug = "settlement-already-paid"
     status = 409
     title = "The settlement is paid and can no longer change"
+
+
+class OperatorOnly(DomainError):
+    slug = "operator-only"
+    status = 403
+    title = "Only the operator can do this"

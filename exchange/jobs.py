@@ -8,9 +8,9 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from exchange.base import utcnow
+from exchange.http.idempotency import purge_expired_records
+from exchange.http.signatures import purge_expired_nonces
 from exchange.ledger.engine import release_expired_holds
-from partners.auth import purge_expired_nonces
-from partners.idempotency import purge_expired_records
 
 log = structlog.get_logger()
 

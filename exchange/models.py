@@ -1,11 +1,19 @@
 """Every table of the service, imported in one place so that Alembic sees the whole schema."""
 
+from exchange import outbox as outbox_models
 from exchange.base import Base
 from exchange.ledger import models as ledger_models
-from exchange.rates import models as rate_models
+from exchange.pricing import models as rate_models
 from partners import models as partner_models
 from settlement import models as settlement_models
 
 metadata = Base.metadata
 
-__all__ = ["ledger_models", "metadata", "partner_models", "rate_models", "settlement_models"]
+__all__ = [
+    "ledger_models",
+    "metadata",
+    "outbox_models",
+    "partner_models",
+    "rate_models",
+    "settlement_models",
+]

@@ -19,21 +19,10 @@ from exchange.base import utcnow, uuid7
 from exchange.errors import InvalidInput, KeyNotFound, PartnerNotFound
 from exchange.ledger.engine import GENESIS_HASH
 from exchange.ledger.models import Account
+from exchange.ledger.parties import PartnerInfo
 from partners.models import KEY_ALGS, PARTNER_KINDS, Partner, PartnerKey
 
 _CURRENCY = re.compile(r"^[A-Z][A-Z0-9]{1,15}$")
-
-
-@dataclass(frozen=True)
-class PartnerInfo:
-    """What the ledger needs to know about a partner."""
-
-    id: uuid.UUID
-    kind: str
-    name: str
-    currency: str | None
-    shards: int
-    min_donation_points: int | None = None
 
 
 def _info(row: Partner) -> PartnerInfo:
@@ -206,3 +195,20 @@ async def reencrypt_secrets(session: AsyncSession, old_master: bytes, new_master
         row.secret_nonce, row.secret_ciphertext = encrypt_secret(new_master, row.id, secret)
     await session.flush()
     return len(rows)
+
+
+async def list_partners(session: AsyncSession) -> list[PartnerInfo]:
+    rows = await session.execute(
+        select(
+            Partner.id,
+            Partner.kind,
+            Partner.name,
+            Partner.currency,
+            Partner.shards,
+            Partner.min_donation_points,
+        ).order_by(Partner.created_at, Partner.id)
+    )
+    return [
+        PartnerInfo(row.id, row.kind, row.name, row.currency, row.shards, row.min_donation_points)
+        for row in rows
+    ]

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from exchange.cli import run_with_session
+from exchange.commands import emit, run_with_session
 from exchange.db import create_engine, session_maker
 from exchange.errors import DomainError
 from exchange.migrate import upgrade
@@ -34,10 +34,6 @@ from settlement.service import (
 )
 
 _DATE = click.DateTime(formats=["%Y-%m-%d"])
-
-
-def _emit(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, sort_keys=True))
 
 
 def _refuse(error: DomainError) -> None:
@@ -64,9 +60,9 @@ def run_command(day: dt.datetime | None) -> None:
         _refuse(error)
         return
     if day is not None:
-        _emit(batches[0].as_dict())
+        emit(batches[0].as_dict())
     else:
-        _emit([batch.as_dict() for batch in batches])
+        emit([batch.as_dict() for batch in batches])
 
 
 async def _run(settings: Settings, day: dt.date | None) -> list[BatchView]:
@@ -114,7 +110,7 @@ def show_command(day: dt.datetime) -> None:
     async def work(session: AsyncSession, _settings: Settings) -> dict[str, Any]:
         return (await get_batch(session, day.date())).as_dict()
 
-    _emit(run_with_session(work))
+    emit(run_with_session(work))
 
 
 @settlement_group.command(
@@ -126,4 +122,4 @@ def mark_paid_command(day: dt.datetime) -> None:
     async def work(session: AsyncSession, _settings: Settings) -> dict[str, Any]:
         return (await mark_paid(session, day.date())).as_dict()
 
-    _emit(run_with_session(work))
+    emit(run_with_session(work))

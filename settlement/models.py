@@ -28,7 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from exchange.base import Base, BigIntPK, UTCDateTime, utcnow, uuid7
+from exchange.base import Base, BigIntPK, UTCDateTime, utcnow
 
 BATCH_STATUSES = ("open", "complete", "paid")
 
@@ -204,31 +204,3 @@ class SettlementStatement(Base):
     signature: Mapped[str] = mapped_column(Text)
     """JSON of ``ExchangeKeys.sign_document``: ``key_id``, ``alg``, ``signature`` (base64)."""
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-
-class OutboxEvent(Base):
-    """An event for a partner's webhook, written in the transaction that caused it and sent by
-    ``settlement.webhooks`` until the partner acknowledges it (at least once)."""
-
-    __tablename__ = "outbox_event"
-    __table_args__ = (
-        CheckConstraint("attempts >= 0", name="attempts"),
-        Index(
-            "ix_outbox_event_due",
-            "next_attempt_at",
-            postgresql_where=text("delivered_at IS NULL"),
-            sqlite_where=text("delivered_at IS NULL"),
-        ),
-        Index("ix_outbox_event_partner_id", "partner_id"),
-    )
-
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid7)
-    partner_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("partner.id"))
-    event_type: Mapped[str] = mapped_column(String(64))
-    payload: Mapped[str] = mapped_column(Text)
-    """Canonical JSON of the event's data."""
-    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    next_attempt_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
-    delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
-    last_error: Mapped[str | None] = mapped_column(Text)

@@ -81,6 +81,7 @@ from exchange.ledger.engine import (
     post_transaction,
 )
 from exchange.ledger.models import Account, LedgerTransaction, Posting
+from exchange.outbox import enqueue_event
 from exchange.settings import Settings
 from exchange.signing import ExchangeKeys
 from partners.models import Partner
@@ -103,7 +104,6 @@ from settlement.netting import (
     settle_positions,
 )
 from settlement.statements import DayFacts, DonationStats, Participant, issue_statements
-from settlement.webhooks import enqueue_event
 
 SETTLEMENT_LOCK_ID = 7_420_004
 """The PostgreSQL advisory lock every settlement run holds (any fixed number)."""

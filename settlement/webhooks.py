@@ -30,58 +30,28 @@ import json
 import secrets
 import time
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import urlsplit
 
 import httpx
-from sqlalchemy import Table, and_, insert, select, update
+from sqlalchemy import Table, and_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from exchange.base import utcnow, uuid7
+from exchange.base import utcnow
 from exchange.errors import InvalidInput, PartnerNotFound
+from exchange.outbox import outbox_t
 from exchange.settings import Settings
 from exchange.signing import ExchangeKeys, canonical_json
 from partners.httpsig import sign_request
 from partners.models import Partner
-from settlement.models import OutboxEvent
 
-EVENT_TYPES = frozenset({"settlement.ready", "conversion.credited"})
 EVENT_ID_HEADER = "Exchange-Event-Id"
 EVENT_TYPE_HEADER = "Exchange-Event-Type"
 MAX_URL_LENGTH = 2000
 _ERROR_LENGTH = 500
 
-outbox_t = cast(Table, OutboxEvent.__table__)
 partner_t = cast(Table, Partner.__table__)
-
-
-async def enqueue_event(
-    session: AsyncSession,
-    partner_id: uuid.UUID,
-    event_type: str,
-    payload: Mapping[str, Any],
-    *,
-    now: dt.datetime | None = None,
-) -> uuid.UUID:
-    """Queue an event for a partner's webhook, in the caller's transaction; returns its id."""
-    if event_type not in EVENT_TYPES:
-        raise ValueError(f"unknown event type {event_type!r}")
-    event_id = uuid7()
-    now = now or utcnow()
-    await session.execute(
-        insert(outbox_t).values(
-            id=event_id,
-            partner_id=partner_id,
-            event_type=event_type,
-            payload=canonical_json(dict(payload)).decode(),
-            created_at=now,
-            attempts=0,
-            next_attempt_at=now,
-        )
-    )
-    return event_id
 
 
 def check_webhook_url(url: str, *, allow_http: bool) -> str:

@@ -24,9 +24,10 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from exchange.db import create_engine
+from exchange.ledger.parties import PartnerInfo
 from exchange.migrate import upgrade
 from exchange.settings import Settings, get_settings
-from partners.service import PartnerInfo, create_partner
+from partners.service import create_partner
 
 POSTGRES_URL = os.environ.get(
     "EXCHANGE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"

@@ -43,6 +43,7 @@ from exchange.base import uuid7
 from exchange.errors import DomainError, InvalidInput, MemberNotFound
 from exchange.ledger.engine import PostedTransaction, TransactionSpec, post_transactions
 from exchange.ledger.models import Account, LedgerTransaction, Member, Posting
+from exchange.ledger.parties import PartnerInfo
 from exchange.ledger.service import (
     MemberAccount,
     PostingView,
@@ -55,7 +56,6 @@ from exchange.ledger.service import (
     redeem_spec,
     transfer_spec,
 )
-from partners.service import PartnerInfo
 
 MAX_ITEMS = 1000
 MAX_KEY_LENGTH = 255

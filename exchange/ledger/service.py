@@ -32,6 +32,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from exchange.base import utcnow, uuid7
+from exchange.contract.types import MAX_MEMBER_REF, MAX_POINTS
 from exchange.errors import (
     HoldNotActive,
     HoldNotFound,
@@ -52,10 +53,8 @@ from exchange.ledger.engine import (
     post_transaction,
 )
 from exchange.ledger.models import Account, Hold, LedgerTransaction, Member, Posting
-from partners.service import PartnerInfo
+from exchange.ledger.parties import PartnerInfo
 
-MAX_POINTS = 10**12
-MAX_MEMBER_REF = 128
 REVERSIBLE_KINDS = frozenset({"issue", "redeem", "transfer", "convert", "donate", "capture"})
 
 account_t = cast(Table, Account.__table__)

@@ -38,10 +38,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from exchange.app import create_app
 from exchange.ledger.models import LedgerTransaction, Posting
+from exchange.ledger.parties import PartnerInfo
 from exchange.settings import Settings
 from exchange.signing import ExchangeKeys, load_exchange_keys, load_master_key
 from partners.httpsig import sign_request, signature_base, verify_response
-from partners.service import PartnerInfo, add_key
+from partners.service import add_key
 from tests.conftest import make_partner
 from tests.integration.settlement_support import Cast, make_cast
 

@@ -15,8 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from exchange.ledger.engine import GENESIS_HASH, posting_hash
 from exchange.ledger.models import Account, Hold, Posting
+from exchange.ledger.parties import PartnerInfo
 from exchange.ledger.verify import verify_ledger
-from partners.service import PartnerInfo
 
 account_t = Account.__table__
 posting_t = Posting.__table__

@@ -21,8 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from exchange.base import utcnow
 from exchange.ledger.engine import Leg, PostedTransaction, TransactionSpec, post_transaction
 from exchange.ledger.models import Account
+from exchange.ledger.parties import PartnerInfo
 from exchange.settings import Settings
-from partners.service import PartnerInfo
 from settlement.service import InstructionView, ObligationView, PositionView
 
 SETTLED = """

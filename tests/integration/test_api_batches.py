@@ -17,10 +17,10 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from exchange.ledger.models import LedgerTransaction
+from exchange.ledger.parties import PartnerInfo
 from exchange.ledger.service import enrol_member, issue
 from exchange.ledger.verify import verify_ledger
 from exchange.signing import verify_document
-from partners.service import PartnerInfo
 from tests.integration.conftest import Partners, SignedApi
 
 PROBLEMS = "https://exchange.example/problems/"

@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from exchange.http.idempotency import purge_expired_records
+from exchange.http.signatures import purge_expired_nonces
 from exchange.settings import Settings
-from partners.auth import purge_expired_nonces
-from partners.idempotency import purge_expired_records
 from partners.models import IdempotencyRecord, SignatureNonce
 from tests.integration.conftest import Partners, SignedApi
 

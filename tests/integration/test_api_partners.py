@@ -10,8 +10,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from exchange.ledger.parties import PartnerInfo
 from partners.models import IdempotencyRecord, Partner, PartnerKey
-from partners.service import PartnerInfo
 from tests.integration.conftest import Credentials, Partners, SignedApi
 
 PROBLEMS = "https://exchange.example/problems/"

@@ -43,10 +43,10 @@ from exchange.errors import (
 )
 from exchange.ledger import service as ledger
 from exchange.ledger.models import LedgerTransaction
+from exchange.ledger.parties import PartnerInfo
 from exchange.ledger.verify import verify_ledger
-from exchange.rates import service as rates
+from exchange.pricing import service as rates
 from exchange.settings import Settings
-from partners.service import PartnerInfo
 from tests.conftest import make_partner
 from tests.integration.ledger_pages import balances, counts, ledger_sums, postings
 

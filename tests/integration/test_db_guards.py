@@ -20,7 +20,7 @@ from exchange.base import utcnow, uuid7
 from exchange.ledger import engine as ledger_engine
 from exchange.ledger import service
 from exchange.ledger.models import Account, LedgerTransaction, Posting
-from partners.service import PartnerInfo
+from exchange.ledger.parties import PartnerInfo
 from tests.integration.ledger_checks import ZERO_HASH, assert_ledger_whole, snapshot
 
 Sessions = async_sessionmaker[AsyncSession]

@@ -25,6 +25,7 @@ from exchange.ledger.engine import (
     post_transactions,
 )
 from exchange.ledger.models import Hold, Posting
+from exchange.ledger.parties import PartnerInfo
 from exchange.ledger.service import (
     MemberAccount,
     enrol_member,
@@ -35,7 +36,6 @@ from exchange.ledger.service import (
     transfer_spec,
 )
 from exchange.ledger.verify import verify_ledger
-from partners.service import PartnerInfo
 from tests.integration.ledger_checks import (
     Line,
     account_row,

@@ -24,8 +24,9 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from exchange.ledger.models import LedgerTransaction, Posting
+from exchange.ledger.parties import PartnerInfo
 from partners.httpsig import signature_base
-from partners.service import PartnerInfo, add_key
+from partners.service import add_key
 from tests.integration.conftest import register_key
 from tests.integration.live_server import LiveServer, live_server
 

@@ -35,8 +35,8 @@ from exchange.errors import (
     TransactionNotFound,
 )
 from exchange.ledger import service
+from exchange.ledger.parties import PartnerInfo
 from exchange.settings import Settings
-from partners.service import PartnerInfo
 from tests.conftest import make_partner
 from tests.integration.ledger_checks import assert_ledger_whole, snapshot
 

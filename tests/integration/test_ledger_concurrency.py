@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from exchange.errors import DomainError, InsufficientPoints, ReversalExceedsOriginal
 from exchange.ledger import service
 from exchange.ledger.models import Member
-from partners.service import PartnerInfo
+from exchange.ledger.parties import PartnerInfo
 from tests.integration.ledger_checks import assert_ledger_whole, assert_outstanding
 
 pytestmark = pytest.mark.postgres_only

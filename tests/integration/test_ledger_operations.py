@@ -19,7 +19,7 @@ from exchange.errors import HoldNotActive, ReversalExceedsOriginal
 from exchange.ledger import service
 from exchange.ledger.engine import release_expired_holds
 from exchange.ledger.models import Account, Hold, LedgerTransaction, Member
-from partners.service import PartnerInfo
+from exchange.ledger.parties import PartnerInfo
 from tests.integration.ledger_checks import (
     Line,
     account_row,

@@ -56,8 +56,9 @@ from exchange.errors import (
 )
 from exchange.ledger import service
 from exchange.ledger.models import Account, Member
+from exchange.ledger.parties import PartnerInfo
 from exchange.settings import Settings
-from partners.service import PartnerInfo, create_partner
+from partners.service import create_partner
 from tests.conftest import POSTGRES_URL, base_settings
 from tests.integration.ledger_checks import assert_ledger_whole, snapshot
 

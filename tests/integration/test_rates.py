@@ -30,9 +30,9 @@ from exchange.errors import (
 )
 from exchange.ledger import service as ledger
 from exchange.ledger.models import LedgerTransaction
-from exchange.rates import service as rates
+from exchange.ledger.parties import PartnerInfo
+from exchange.pricing import service as rates
 from exchange.settings import Settings, get_settings
-from partners.service import PartnerInfo
 from tests.conftest import make_partner
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -273,7 +273,7 @@ def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 @pytest.mark.filterwarnings("ignore:The declarative_mixin decorator:DeprecationWarning")
 def test_operator_sets_and_lists_rates_from_the_command_line(cli_env: None) -> None:
     from exchange.cli import partners_group
-    from exchange.rates.cli import rates_group
+    from exchange.pricing.cli import rates_group
 
     runner = CliRunner()
     for name, currency in (("Sky Air", "SKY"), ("Hotel Co", "HTL")):

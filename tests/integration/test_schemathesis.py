@@ -46,10 +46,10 @@ from schemathesis.specs.openapi.checks import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from exchange.ledger.parties import PartnerInfo
 from exchange.settings import Settings
 from partners.client import AsyncExchangeClient
 from partners.httpsig import sign_request
-from partners.service import PartnerInfo
 from tests.conftest import make_partner
 from tests.integration.conftest import Credentials, register_key
 from tests.integration.live_server import LiveServer, live_server

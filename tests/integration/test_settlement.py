@@ -29,13 +29,13 @@ from exchange.errors import (
 )
 from exchange.ledger.engine import Leg, TransactionSpec, post_transaction
 from exchange.ledger.models import Account, LedgerTransaction, Posting
+from exchange.ledger.parties import PartnerInfo
 from exchange.ledger.verify import verify_ledger
+from exchange.outbox import OutboxEvent
 from exchange.settings import Settings, get_settings
 from exchange.signing import ExchangeKeys, verify_document
-from partners.service import PartnerInfo
 from settlement.calendar import BusinessCalendar
 from settlement.cli import settlement_group
-from settlement.models import OutboxEvent
 from settlement.netting import pair_legs
 from settlement.scheduler import run_scheduler
 from settlement.service import (

@@ -20,10 +20,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from exchange.base import utcnow
 from exchange.db import create_engine, session_maker
+from exchange.outbox import OutboxEvent
 from exchange.settings import Settings
 from exchange.signing import ExchangeKeys
 from settlement.calendar import BusinessCalendar, parse_cutoff
-from settlement.models import OutboxEvent, SettlementBatch, SettlementStatement
+from settlement.models import SettlementBatch, SettlementStatement
 from settlement.service import get_batch, mark_paid, settle_day, settle_due
 from tests.integration.settlement_support import (
     DAY1,

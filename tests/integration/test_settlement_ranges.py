@@ -20,10 +20,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from exchange.base import utcnow, uuid7
 from exchange.ledger.engine import GENESIS_HASH, Leg, TransactionSpec, post_transaction
 from exchange.ledger.models import Account, LedgerTransaction, Posting
+from exchange.ledger.parties import PartnerInfo
 from exchange.ledger.verify import verify_ledger
 from exchange.settings import Settings
 from exchange.signing import ExchangeKeys
-from partners.service import PartnerInfo
 from settlement.models import SettlementBatch, SettlementEntry, SettlementRange
 from settlement.netting import pair_legs
 from settlement.service import settle_day

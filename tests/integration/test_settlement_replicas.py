@@ -23,9 +23,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bench.service import ServiceProcess
 from exchange.base import utcnow
 from exchange.ledger.models import Posting
+from exchange.ledger.parties import PartnerInfo
 from exchange.ledger.verify import verify_ledger
 from exchange.settings import Settings
-from partners.service import PartnerInfo
 from settlement import service as settlement
 from settlement.calendar import BusinessCalendar
 from settlement.models import SettlementBatch

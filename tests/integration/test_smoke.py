@@ -1,8 +1,8 @@
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from exchange.ledger import service
+from exchange.ledger.parties import PartnerInfo
 from exchange.ledger.verify import verify_ledger
-from partners.service import PartnerInfo
 
 
 async def test_issue_and_redeem(

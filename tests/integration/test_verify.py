@@ -25,9 +25,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from exchange.base import utcnow
 from exchange.ledger import service
 from exchange.ledger.models import Account, Posting
+from exchange.ledger.parties import PartnerInfo
 from exchange.ledger.verify import Fault, VerifyReport, verify_ledger
 from exchange.settings import Settings
-from partners.service import PartnerInfo
 from tests.integration.ledger_checks import expected_hash
 from tests.integration.operator_cli import litestar
 

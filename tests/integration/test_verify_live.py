@@ -17,8 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from exchange.ledger import service
 from exchange.ledger.models import Posting
+from exchange.ledger.parties import PartnerInfo
 from exchange.ledger.verify import verify_ledger
-from partners.service import PartnerInfo
 
 Sessions = async_sessionmaker[AsyncSession]
 MEMBERS = 40

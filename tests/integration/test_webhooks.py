@@ -24,18 +24,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from exchange.base import utcnow
 from exchange.errors import InvalidInput, PartnerNotFound
+from exchange.ledger.parties import PartnerInfo
+from exchange.outbox import OutboxEvent, enqueue_event
 from exchange.settings import Settings
 from exchange.signing import ExchangeKeys
 from partners.httpsig import SignatureInvalid, VerifyKey, verify_request
-from partners.service import PartnerInfo
-from settlement.models import OutboxEvent
 from settlement.service import settle_day
-from settlement.webhooks import (
-    EVENT_ID_HEADER,
-    deliver_due_webhooks,
-    enqueue_event,
-    set_webhook_url,
-)
+from settlement.webhooks import EVENT_ID_HEADER, deliver_due_webhooks, set_webhook_url
 from tests.conftest import make_partner
 from tests.integration.settlement_support import SteppedCalendar, convert
 

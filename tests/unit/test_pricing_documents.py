@@ -8,7 +8,7 @@ import uuid
 import click
 import pytest
 
-from exchange.rates.service import DonationReceipt, donation_receipt_document
+from exchange.pricing.service import DonationReceipt, donation_receipt_document
 from exchange.signing import canonical_json
 
 CET = dt.timezone(dt.timedelta(hours=1))
@@ -57,14 +57,14 @@ def test_the_same_moment_in_another_zone_gives_the_same_document() -> None:
 def test_the_cli_reads_iso_times_and_takes_a_bare_time_as_utc(
     given: str, expected: dt.datetime
 ) -> None:
-    from exchange.rates.cli import parse_moment
+    from exchange.pricing.cli import parse_moment
 
     assert parse_moment(None, None, given) == expected
 
 
 @pytest.mark.filterwarnings("ignore:The declarative_mixin decorator:DeprecationWarning")
 def test_the_cli_refuses_what_is_not_a_time() -> None:
-    from exchange.rates.cli import parse_moment
+    from exchange.pricing.cli import parse_moment
 
     with pytest.raises(click.BadParameter):
         parse_moment(None, None, "next tuesday")

@@ -23,12 +23,7 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from exchange.api.openapi import IdempotentOperation
-from exchange.api.pricing_admin import problem_spec
-from exchange.api.problems import from_domain_error, problem_responses
-from exchange.api.queries import TransactionView
-from exchange.api.receipts import posted_out, transaction_out
-from exchange.api.schemas import (
+from exchange.contract.schemas import (
     BatchCreate,
     BatchIssue,
     BatchItemOut,
@@ -39,8 +34,11 @@ from exchange.api.schemas import (
     DocumentSignature,
 )
 from exchange.ledger import batch
+from exchange.ledger.parties import PartnerInfo
+from exchange.ledger.reads import TransactionView
+from exchange.ledger.receipts import posted_out, transaction_out
+from exchange.openapi import IdempotentOperation, problem_responses, problem_spec
 from exchange.signing import ExchangeKeys
-from partners.service import PartnerInfo
 
 MAX_BATCH_BODY_BYTES = 1024 * 1024
 """1 000 operations with the longest keys, refs and references fit."""
@@ -108,9 +106,9 @@ def _replayed(index: int, key: str, outcome: batch.ItemReplayed) -> BatchItemOut
 
 
 def _refused(index: int, key: str, outcome: batch.ItemRefused) -> BatchItemOut:
-    problem = from_domain_error(outcome.error)
+    error = outcome.error
     return BatchItemOut(
-        index=index, idempotency_key=key, status=problem.status_code, problem=problem.document()
+        index=index, idempotency_key=key, status=error.status, problem=error.problem_document()
     )
 
 

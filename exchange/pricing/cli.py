@@ -6,18 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 from typing import Any
 
 import click
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from exchange.cli import run_with_session
+from exchange.commands import emit, run_with_session
 from exchange.settings import Settings
-
-
-def _emit(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, sort_keys=True, default=str))
 
 
 def _as_dict(view: Any) -> dict[str, Any]:
@@ -50,7 +45,7 @@ def rates_group() -> None:
 @click.option("--micros", type=int, required=True, help="Micros per point (12000 = 1.2 cents).")
 @click.option("--effective-at", default=None, callback=parse_moment, help="ISO 8601; default now.")
 def set_value_command(partner_currency: str, micros: int, effective_at: dt.datetime | None) -> None:
-    from exchange.rates.service import set_point_value
+    from exchange.pricing.service import set_point_value
 
     async def work(session: AsyncSession, _settings: Settings) -> dict[str, Any]:
         view = await set_point_value(
@@ -58,7 +53,7 @@ def set_value_command(partner_currency: str, micros: int, effective_at: dt.datet
         )
         return _as_dict(view)
 
-    _emit(run_with_session(work))
+    emit(run_with_session(work))
 
 
 @rates_group.command(name="set-rate", help="A new rate version for an ordered pair of brands.")
@@ -78,7 +73,7 @@ def set_rate_command(
     min_points: int,
     effective_at: dt.datetime | None,
 ) -> None:
-    from exchange.rates.service import set_rate
+    from exchange.pricing.service import set_rate
 
     async def work(session: AsyncSession, _settings: Settings) -> dict[str, Any]:
         view = await set_rate(
@@ -93,13 +88,13 @@ def set_rate_command(
         )
         return _as_dict(view)
 
-    _emit(run_with_session(work))
+    emit(run_with_session(work))
 
 
 @rates_group.command(name="list", help="Point values and rates in force.")
 @click.option("--at", default=None, callback=parse_moment, help="ISO 8601; default now.")
 def list_command(at: dt.datetime | None) -> None:
-    from exchange.rates.service import rates_in_force, values_in_force
+    from exchange.pricing.service import rates_in_force, values_in_force
 
     async def work(session: AsyncSession, _settings: Settings) -> dict[str, Any]:
         return {
@@ -107,4 +102,4 @@ def list_command(at: dt.datetime | None) -> None:
             "rates": [_as_dict(view) for view in await rates_in_force(session, at)],
         }
 
-    _emit(run_with_session(work))
+    emit(run_with_session(work))

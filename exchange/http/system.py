@@ -13,8 +13,8 @@ from litestar.openapi.datastructures import ResponseSpec
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from exchange.api.problems import PROBLEM_MEDIA_TYPE, ProblemDetail
 from exchange.migrate import head_revision
+from exchange.openapi import PROBLEM_MEDIA_TYPE, ProblemDetail
 
 
 class PublicKey(msgspec.Struct):

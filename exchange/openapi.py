@@ -1,15 +1,19 @@
-"""OpenAPI for the signed API: the headers every signed operation takes, added to the documented
-parameters by an operation class (they are checked by middleware, not by handler parameters, so
+"""OpenAPI for the signed API, shared by every feature's controllers: the problem documents,
+and the headers every signed operation takes, added to the documented parameters by an
+operation class (they are checked by middleware, not by handler parameters, so
 documenting them costs nothing per request)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import msgspec
 from litestar.enums import ParamType
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Operation, Parameter, Schema
 from litestar.openapi.spec.enums import OpenAPIType
 
+PROBLEM_MEDIA_TYPE = "application/problem+json"
 _STRING = Schema(type=OpenAPIType.STRING)
 
 SIGNATURE_PARAMETERS: tuple[Parameter, ...] = (
@@ -70,3 +74,53 @@ class IdempotentOperation(Operation):
 
     def __post_init__(self) -> None:
         self.parameters = [*(self.parameters or ()), *SIGNATURE_PARAMETERS, IDEMPOTENCY_PARAMETER]
+
+
+class ProblemDetail(msgspec.Struct, omit_defaults=True):
+    """An RFC 9457 problem, as documented in the OpenAPI schema. Further members carry the
+    facts of the cause (for instance ``available`` and ``requested`` for insufficient-points,
+    ``errors`` for invalid-request)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str | None = None
+
+
+def problem_spec(description: str) -> ResponseSpec:
+    """An OpenAPI problem response naming the causes one operation can answer with."""
+    return ResponseSpec(
+        data_container=ProblemDetail,
+        description=description,
+        media_type=PROBLEM_MEDIA_TYPE,
+        generate_examples=False,
+    )
+
+
+def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
+    """OpenAPI entries for the problems a signed operation can answer with: ``statuses`` and
+    those every signed operation can give (400, 401, 422, 500)."""
+    return {status: _PROBLEM_SPECS[status] for status in sorted({400, 401, 422, 500, *statuses})}
+
+
+_PROBLEM_SPECS = {
+    400: problem_spec(
+        "bad-request (for instance a body that is not JSON); on a POST also"
+        " idempotency-key-missing and idempotency-key-invalid"
+    ),
+    401: problem_spec(
+        "signature-invalid: the request signature did not verify (always the same body,"
+        " whatever the reason)"
+    ),
+    403: problem_spec("not-a-brand, or operator-only: the caller's kind may not do this"),
+    404: problem_spec(
+        "member-not-found, hold-not-found, transaction-not-found, partner-not-found, key-not-found"
+    ),
+    409: problem_spec("idempotency-in-flight (retry later), hold-not-active"),
+    422: problem_spec(
+        "invalid-request (with the field errors), invalid-amount, invalid-input; on operations"
+        " also insufficient-points, reversal-exceeds-original, not-reversible, and on a POST"
+        " idempotency-conflict"
+    ),
+    500: problem_spec("internal-error: nothing was committed; retry with the same Idempotency-Key"),
+}

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 
 import msgspec
 
-from exchange.api.queries import TransactionView
-from exchange.api.schemas import (
+from exchange.base import utcnow
+from exchange.contract.schemas import (
     AccountHead,
     BalanceOut,
     DocumentSignature,
@@ -23,8 +23,8 @@ from exchange.api.schemas import (
     TransactionOut,
     TransactionReceiptOut,
 )
-from exchange.base import utcnow
 from exchange.ledger.engine import PostedTransaction
+from exchange.ledger.reads import TransactionView
 from exchange.ledger.service import HoldView, MemberBalance
 from exchange.signing import ExchangeKeys
 

@@ -9,7 +9,7 @@ import time
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, HTTPResponseStartEvent, Receive, Scope, Send
 
-from exchange.api.buffering import whole_answer
+from exchange.http.buffering import whole_answer
 from partners.httpsig import sign_response
 
 

@@ -14,11 +14,9 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import Any
 
-import msgspec
 import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
-from litestar.openapi.datastructures import ResponseSpec
 from litestar.plugins.problem_details import (
     ProblemDetailsConfig,
     ProblemDetailsException,
@@ -26,10 +24,9 @@ from litestar.plugins.problem_details import (
 )
 from litestar.types import Receive, Scope, Send
 
-from exchange.errors import DomainError
+from exchange.errors import PROBLEM_TYPE_BASE, DomainError
+from exchange.openapi import PROBLEM_MEDIA_TYPE
 
-PROBLEM_TYPE_BASE = "https://exchange.example/problems/"
-PROBLEM_MEDIA_TYPE = "application/problem+json"
 _RESERVED = frozenset({"type", "title", "status", "detail", "instance"})
 _HTTP_SLUGS = {
     400: "bad-request",
@@ -46,17 +43,6 @@ _HTTP_SLUGS = {
 }
 
 log = structlog.get_logger()
-
-
-class ProblemDetail(msgspec.Struct, omit_defaults=True):
-    """An RFC 9457 problem, as documented in the OpenAPI schema. Further members carry the
-    facts of the cause (for instance ``available`` and ``requested`` for insufficient-points,
-    ``errors`` for invalid-request)."""
-
-    type: str
-    title: str
-    status: int
-    detail: str | None = None
 
 
 class Problem(ProblemDetailsException):
@@ -147,41 +133,3 @@ async def send_problem(scope: Scope, receive: Receive, send: Send, problem: Prob
     """Answer with ``problem`` from middleware, before or instead of a handler."""
     request: Request[Any, Any, Any] = Request(scope, receive, send)
     await problem.to_response().to_asgi_response(app=None, request=request)(scope, receive, send)
-
-
-def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
-    """OpenAPI entries for the problems a signed operation can answer with: ``statuses`` and
-    those every signed operation can give (400, 401, 422, 500)."""
-    return {status: _PROBLEM_SPECS[status] for status in sorted({400, 401, 422, 500, *statuses})}
-
-
-def _spec(description: str) -> ResponseSpec:
-    return ResponseSpec(
-        data_container=ProblemDetail,
-        description=description,
-        media_type=PROBLEM_MEDIA_TYPE,
-        generate_examples=False,
-    )
-
-
-_PROBLEM_SPECS = {
-    400: _spec(
-        "bad-request (for instance a body that is not JSON); on a POST also"
-        " idempotency-key-missing and idempotency-key-invalid"
-    ),
-    401: _spec(
-        "signature-invalid: the request signature did not verify (always the same body,"
-        " whatever the reason)"
-    ),
-    403: _spec("not-a-brand, or operator-only: the caller's kind may not do this"),
-    404: _spec(
-        "member-not-found, hold-not-found, transaction-not-found, partner-not-found, key-not-found"
-    ),
-    409: _spec("idempotency-in-flight (retry later), hold-not-active"),
-    422: _spec(
-        "invalid-request (with the field errors), invalid-amount, invalid-input; on operations"
-        " also insufficient-points, reversal-exceeds-original, not-reversible, and on a POST"
-        " idempotency-conflict"
-    ),
-    500: _spec("internal-error: nothing was committed; retry with the same Idempotency-Key"),
-}

@@ -11,19 +11,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from exchange.api.openapi import IdempotentOperation, SignedOperation
-from exchange.api.problems import problem_responses
-from exchange.api.queries import hold_view, transaction_view
-from exchange.api.receipts import (
-    balance_out,
-    hold_out,
-    operation_out,
-    posted_operation_out,
-    receipt_out,
-    sign,
-    transaction_out,
-)
-from exchange.api.schemas import (
+from exchange.contract.schemas import (
     HoldCapture,
     HoldCreate,
     HoldOperationOut,
@@ -37,10 +25,21 @@ from exchange.api.schemas import (
 )
 from exchange.ledger import service
 from exchange.ledger.engine import PostedTransaction
+from exchange.ledger.parties import PartnerInfo
+from exchange.ledger.reads import hold_view, transaction_view
+from exchange.ledger.receipts import (
+    balance_out,
+    hold_out,
+    operation_out,
+    posted_operation_out,
+    receipt_out,
+    sign,
+    transaction_out,
+)
 from exchange.ledger.service import HoldView
+from exchange.openapi import IdempotentOperation, SignedOperation, problem_responses
 from exchange.settings import Settings
 from exchange.signing import ExchangeKeys
-from partners.service import PartnerInfo
 
 _POST_PROBLEMS = problem_responses(403, 404, 409)
 

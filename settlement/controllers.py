@@ -12,14 +12,13 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from exchange.api.openapi import IdempotentOperation, SignedOperation
-from exchange.api.partners_admin import operator_only
-from exchange.api.problems import problem_responses
-from exchange.api.schemas import DocumentSignature, RequestBody
+from exchange.contract.schemas import DocumentSignature, RequestBody
 from exchange.errors import InvalidInput
+from exchange.guards import operator_only
+from exchange.ledger.parties import PartnerInfo
+from exchange.openapi import IdempotentOperation, SignedOperation, problem_responses
 from exchange.settings import Settings
 from exchange.signing import ExchangeKeys
-from partners.service import PartnerInfo
 from settlement import service as batches
 from settlement import statements
 from settlement.webhooks import set_webhook_url

@@ -10,13 +10,18 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from exchange.api.openapi import IdempotentOperation, SignedOperation
-from exchange.api.problems import problem_responses
-from exchange.api.receipts import member_balance_out
-from exchange.api.schemas import HistoryItem, HistoryPage, MemberBalanceOut, MemberCreate, MemberOut
+from exchange.contract.schemas import (
+    HistoryItem,
+    HistoryPage,
+    MemberBalanceOut,
+    MemberCreate,
+    MemberOut,
+)
 from exchange.ledger import service
+from exchange.ledger.parties import PartnerInfo
+from exchange.ledger.receipts import member_balance_out
+from exchange.openapi import IdempotentOperation, SignedOperation, problem_responses
 from exchange.signing import ExchangeKeys
-from partners.service import PartnerInfo
 
 
 class MembersController(Controller):

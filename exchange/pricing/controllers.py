@@ -1,8 +1,8 @@
 """The operator's pricing: point values and rate versions, each effective-dated and immutable.
 
 A new version takes effect now or later and supersedes the one before from then on; nothing is
-changed in place (``exchange.rates.service``). Brands read what is in force with ``GET /v1/rates``
-(``exchange.api.conversions``)."""
+changed in place (``exchange.pricing.service``). Brands read what is in force with ``GET /v1/rates``
+(``exchange.pricing.conversion_controllers``)."""
 
 from __future__ import annotations
 
@@ -11,28 +11,20 @@ from typing import Annotated
 
 from litestar import Controller, get, post
 from litestar.di import NamedDependency
-from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from exchange.api.openapi import IdempotentOperation, SignedOperation
-from exchange.api.partners_admin import operator_only
-from exchange.api.problems import PROBLEM_MEDIA_TYPE, ProblemDetail, problem_responses
-from exchange.api.schemas import PointValueCreate, PointValueOut, RateCreate, RateOut
+from exchange.contract.schemas import PointValueCreate, PointValueOut, RateCreate, RateOut
 from exchange.errors import InvalidInput
-from exchange.rates import service as rates
-from exchange.rates.service import PointValueView, RateView
-
-
-def problem_spec(description: str) -> ResponseSpec:
-    """An OpenAPI problem response naming the causes one operation can answer with."""
-    return ResponseSpec(
-        data_container=ProblemDetail,
-        description=description,
-        media_type=PROBLEM_MEDIA_TYPE,
-        generate_examples=False,
-    )
-
+from exchange.guards import operator_only
+from exchange.openapi import (
+    IdempotentOperation,
+    SignedOperation,
+    problem_responses,
+    problem_spec,
+)
+from exchange.pricing import service as rates
+from exchange.pricing.service import PointValueView, RateView
 
 AtQuery = Annotated[
     dt.datetime | None,

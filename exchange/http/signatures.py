@@ -30,8 +30,9 @@ from sqlalchemy import bindparam, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from exchange.api.problems import from_domain_error, send_problem
 from exchange.errors import DomainError
+from exchange.http.problems import from_domain_error, send_problem
+from exchange.ledger.parties import PartnerInfo
 from partners.httpsig import (
     MAX_SIGNATURES,
     SignatureInvalid,
@@ -41,7 +42,7 @@ from partners.httpsig import (
     verify_request,
 )
 from partners.models import Partner, PartnerKey, SignatureNonce
-from partners.service import PartnerInfo, decrypt_secret
+from partners.service import decrypt_secret
 
 MAX_AGE_SECONDS = 300
 """How old a signature's ``created`` may be."""

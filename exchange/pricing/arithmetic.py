@@ -31,8 +31,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from exchange.contract.types import MAX_POINTS
+
 MIN_POINTS = 1
-MAX_POINTS = 10**12
 BPS_PER_UNIT = 10_000
 
 RefusalReason = Literal["below-minimum", "zero-output"]

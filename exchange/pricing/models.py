@@ -23,12 +23,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from exchange.base import Base, UTCDateTime, utcnow, uuid7
-
-MAX_MICROS_PER_POINT = 1_000_000
-"""A point is worth at most one unit of the settlement currency. The cap keeps every money leg in
-a BIGINT: ``P * value <= 10^12 * 10^6 = 10^18 < 2^63`` for ``P <= 10^12``; a conversion's points
-out are capped at 10^12 as well, so its source brand's leg, ``out * value(B) + fee * value(A)``,
-is at most ``2 * 10^18``."""
+from exchange.contract.types import MAX_MICROS_PER_POINT
 
 
 class PointValue(Base):

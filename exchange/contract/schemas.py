@@ -1,9 +1,9 @@
 """Bodies of the signed API, as msgspec Structs.
 
-Request bodies are decoded strictly (see ``exchange.api.v1.decode_strictly``): points must be a
-JSON integer (not ``1.0``, ``"10"`` or ``true``), and unknown fields are refused with a 422
-rather than ignored, so that a misspelt optional field (``refrence``) is not silently dropped.
-Answers may gain fields over time; clients should ignore fields they do not know.
+Request bodies are decoded strictly (see ``exchange.http.signed_api.decode_strictly``): points
+must be a JSON integer (not ``1.0``, ``"10"`` or ``true``), and unknown fields are refused with
+a 422 rather than ignored, so that a misspelt optional field (``refrence``) is not silently
+dropped. Answers may gain fields over time; clients should ignore fields they do not know.
 """
 
 from __future__ import annotations
@@ -14,29 +14,14 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from exchange.ledger.service import MAX_MEMBER_REF, MAX_POINTS
-from exchange.rates.models import MAX_MICROS_PER_POINT
+from exchange.contract.types import (
+    MAX_MICROS_PER_POINT,
+    MAX_POINTS,
+    MemberRef,
+    Points,
+    Reference,
+)
 
-Points = Annotated[
-    int,
-    msgspec.Meta(ge=1, le=MAX_POINTS, description="Whole points, 1 to 10^12, as a JSON integer."),
-]
-MemberRef = Annotated[
-    str,
-    msgspec.Meta(
-        min_length=1,
-        max_length=MAX_MEMBER_REF,
-        description="The brand's own identifier of the member: printable, no outer spaces.",
-    ),
-]
-Reference = Annotated[
-    str,
-    msgspec.Meta(
-        max_length=200,
-        pattern=r"^[^\x00-\x1f\x7f]*$",
-        description="The caller's own reference (an order number, ...), kept on the transaction.",
-    ),
-]
 MAX_HOLD_SECONDS = 90 * 24 * 3600
 
 

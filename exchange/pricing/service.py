@@ -9,7 +9,7 @@ Pricing is effective-dated: the point value or rate version in force at a time `
 with the greatest ``effective_at <= T``. Versions are never changed; a new one supersedes. Every
 function that reads or writes a version takes ``at`` (default: now), the moment it prices at.
 
-Conversion of ``P`` points of brand A into brand B (fee and out: :mod:`exchange.rates.arithmetic`)
+Conversion of ``P`` points of brand A into brand B (fee and out: :mod:`exchange.pricing.arithmetic`)
 
     ledger A      member A  -P            A issuance  +P     (the fee too: the points go home)
     ledger B      B issuance  -out        member B  +out
@@ -49,6 +49,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from exchange.base import utcnow, uuid7
+from exchange.contract.types import MAX_MICROS_PER_POINT, MAX_POINTS
 from exchange.errors import (
     BelowCharityMinimum,
     BelowMinimum,
@@ -74,8 +75,10 @@ from exchange.errors import (
 from exchange.ledger import service as ledger
 from exchange.ledger.engine import Leg, PostedTransaction, TransactionSpec, post_transaction
 from exchange.ledger.models import Account
-from exchange.ledger.service import MAX_POINTS, MemberAccount, check_member_ref, check_points
-from exchange.rates.arithmetic import (
+from exchange.ledger.parties import PartnerInfo
+from exchange.ledger.service import MemberAccount, check_member_ref, check_points
+from exchange.outbox import enqueue_event
+from exchange.pricing.arithmetic import (
     ConversionAmounts,
     ConversionRefused,
     RateTerms,
@@ -83,10 +86,9 @@ from exchange.rates.arithmetic import (
     conversion_money,
     money_micros,
 )
-from exchange.rates.models import MAX_MICROS_PER_POINT, PointValue, Quote, RateVersion
+from exchange.pricing.models import PointValue, Quote, RateVersion
 from partners.models import Partner
-from partners.service import PartnerInfo, find_partner_by_currency, get_partner
-from settlement.webhooks import enqueue_event
+from partners.service import find_partner_by_currency, get_partner
 
 QUOTE_TTL_SECONDS = 120
 """How long a quote holds its rate and values unless the caller asks for less (or more)."""
@@ -188,7 +190,7 @@ async def set_point_value(
     """Give a brand's point a new value in settlement micros, from ``effective_at`` (default now).
 
     At most 10^6 micros (one unit of the settlement currency) per point: see
-    :data:`exchange.rates.models.MAX_MICROS_PER_POINT`."""
+    :data:`exchange.pricing.models.MAX_MICROS_PER_POINT`."""
     brand = await brand_by_currency(session, currency)
     _whole(micros_per_point, "micros_per_point", 1, MAX_MICROS_PER_POINT)
     now = _moment(at)

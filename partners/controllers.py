@@ -3,38 +3,20 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 from litestar import Controller, get, post
-from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency
-from litestar.handlers import BaseRouteHandler
 from litestar.params import FromPath, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from exchange.api.openapi import IdempotentOperation, SignedOperation
-from exchange.api.problems import problem_responses
-from exchange.api.queries import list_partners
-from exchange.api.schemas import KeyCreate, KeyOut, KeyRevocationOut, PartnerCreate, PartnerOut
-from exchange.errors import DomainError
+from exchange.contract.schemas import KeyCreate, KeyOut, KeyRevocationOut, PartnerCreate, PartnerOut
+from exchange.guards import operator_only
+from exchange.http.idempotency import REDACT_OPT
+from exchange.ledger.parties import PartnerInfo
+from exchange.openapi import IdempotentOperation, SignedOperation, problem_responses
 from exchange.settings import Settings
 from partners import service
-from partners.idempotency import REDACT_OPT
-from partners.service import PartnerInfo
-
-
-class OperatorOnly(DomainError):
-    slug = "operator-only"
-    status = 403
-    title = "Only the operator can do this"
-
-
-def operator_only(
-    connection: ASGIConnection[Any, PartnerInfo, Any, Any], _: BaseRouteHandler
-) -> None:
-    """Guard: the request was signed with a key of the operator."""
-    if connection.user.kind != "operator":
-        raise OperatorOnly("this needs a key of the operator")
+from partners.service import list_partners
 
 
 def partner_out(partner: PartnerInfo) -> PartnerOut:

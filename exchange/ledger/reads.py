@@ -17,9 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from exchange.base import utcnow
 from exchange.errors import HoldNotFound, TransactionNotFound
 from exchange.ledger.models import Account, Hold, LedgerTransaction, Member, Posting
+from exchange.ledger.parties import PartnerInfo
 from exchange.ledger.service import HoldView, PostingView
-from partners.models import Partner
-from partners.service import PartnerInfo
 
 
 @dataclass(frozen=True)
@@ -140,20 +139,3 @@ async def hold_view(session: AsyncSession, caller: PartnerInfo, hold_id: uuid.UU
         created_at=row.created_at,
         transaction_id=row.transaction_id,
     )
-
-
-async def list_partners(session: AsyncSession) -> list[PartnerInfo]:
-    rows = await session.execute(
-        select(
-            Partner.id,
-            Partner.kind,
-            Partner.name,
-            Partner.currency,
-            Partner.shards,
-            Partner.min_donation_points,
-        ).order_by(Partner.created_at, Partner.id)
-    )
-    return [
-        PartnerInfo(row.id, row.kind, row.name, row.currency, row.shards, row.min_donation_points)
-        for row in rows
-    ]

@@ -45,13 +45,13 @@ from litestar.utils.scope.state import ScopeState
 from sqlalchemy import Table, bindparam, delete, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from exchange.api.buffering import whole_answer
-from exchange.api.problems import from_domain_error, internal_error, send_problem
 from exchange.base import utcnow
 from exchange.errors import DomainError
-from partners.auth import raw_path
+from exchange.http.buffering import whole_answer
+from exchange.http.problems import from_domain_error, internal_error, send_problem
+from exchange.http.signatures import raw_path
+from exchange.ledger.parties import PartnerInfo
 from partners.models import IdempotencyRecord
-from partners.service import PartnerInfo
 
 MAX_KEY_LENGTH = 255
 RETENTION = dt.timedelta(hours=24)

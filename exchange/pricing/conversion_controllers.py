@@ -16,12 +16,8 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from exchange.api.openapi import IdempotentOperation, SignedOperation
-from exchange.api.pricing_admin import AtQuery, moment, point_value_out, problem_spec, rate_out
-from exchange.api.problems import problem_responses
-from exchange.api.queries import list_partners, transaction_view
-from exchange.api.receipts import balance_out, operation_out, sign, transaction_out
-from exchange.api.schemas import (
+from exchange.base import utcnow
+from exchange.contract.schemas import (
     CharityOut,
     ConversionCreate,
     ConversionMoney,
@@ -34,13 +30,17 @@ from exchange.api.schemas import (
     QuoteCreate,
     QuoteOut,
 )
-from exchange.base import utcnow
 from exchange.errors import PartnerNotFound, UnknownCurrency
 from exchange.ledger import service as ledger
-from exchange.rates import service as rates
+from exchange.ledger.parties import PartnerInfo
+from exchange.ledger.reads import transaction_view
+from exchange.ledger.receipts import balance_out, operation_out, sign, transaction_out
+from exchange.openapi import IdempotentOperation, SignedOperation, problem_responses, problem_spec
+from exchange.pricing import service as rates
+from exchange.pricing.controllers import AtQuery, moment, point_value_out, rate_out
 from exchange.settings import Settings
 from exchange.signing import ExchangeKeys
-from partners.service import PartnerInfo, get_partner
+from partners.service import get_partner, list_partners
 
 _PRICING_422 = (
     "invalid-amount, invalid-request (with the field errors), invalid-input, unknown-currency,"

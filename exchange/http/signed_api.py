@@ -1,16 +1,18 @@
 """The signed API under ``/v1``: one router carrying what every signed route shares.
 
 A request passes, in order: the exchange's response signing (around the whole app, see
-``exchange.api.response_signing``), request signature verification (``partners.auth``), the
-Idempotency-Key claim on POSTs (``partners.idempotency``), the route's guards, strict decoding
-of the body (:func:`decode_strictly`), then the handler, which calls a service. The request's
-database session (advanced-alchemy's, one per request) is the one transaction of the request:
-the idempotency layer commits it after a 2xx, the plugin's autocommit handler rolls back
-anything else.
+``exchange.http.response_signing``), request signature verification
+(``exchange.http.signatures``), the Idempotency-Key claim on POSTs
+(``exchange.http.idempotency``), the route's guards, strict decoding of the body
+(:func:`decode_strictly`), then the handler, which calls a service. The request's database
+session (advanced-alchemy's, one per request) is the one transaction of the request: the
+idempotency layer commits it after a 2xx, the plugin's autocommit handler rolls back anything
+else.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -19,26 +21,16 @@ from litestar import Request, Router
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import ClientException, ValidationException
+from litestar.types import ControllerRouterHandler
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from exchange.api.batches import BatchesController
-from exchange.api.conversions import ConversionsController
-from exchange.api.members import MembersController
-from exchange.api.operations import OperationsController
-from exchange.api.partners_admin import PartnersController
-from exchange.api.pricing_admin import PricingController
-from exchange.api.settlements import (
-    SettlementBatchesController,
-    SettlementsController,
-    WebhookController,
-)
+from exchange.contract.types import MAX_POINTS
 from exchange.errors import InvalidAmount
-from exchange.ledger.service import MAX_POINTS
+from exchange.http.idempotency import IdempotencyMiddleware
+from exchange.http.signatures import RequestSignatureMiddleware
+from exchange.ledger.parties import PartnerInfo
 from exchange.settings import Settings
 from exchange.signing import ExchangeKeys
-from partners.auth import RequestSignatureMiddleware
-from partners.idempotency import IdempotencyMiddleware
-from partners.service import PartnerInfo
 
 MAX_BODY_BYTES = 64 * 1024
 """Bodies are read whole before the signature is checked; none of ours comes near this."""
@@ -102,8 +94,13 @@ def _refusal(message: str) -> Exception:
     )
 
 
-def v1_router(engine: AsyncEngine, db_config: SQLAlchemyAsyncConfig) -> Router:
-    """The signed API. ``engine`` serves the signature layer's own short transactions."""
+def v1_router(
+    engine: AsyncEngine,
+    db_config: SQLAlchemyAsyncConfig,
+    controllers: Sequence[ControllerRouterHandler],
+) -> Router:
+    """The signed API over the features' ``controllers`` (the app factory names them).
+    ``engine`` serves the signature layer's own short transactions."""
     dependencies: dict[str, Any] = {
         "caller": Provide(provide_caller, sync_to_thread=False),
         "idempotency_key": Provide(provide_idempotency_key, sync_to_thread=False),
@@ -113,17 +110,7 @@ def v1_router(engine: AsyncEngine, db_config: SQLAlchemyAsyncConfig) -> Router:
     }
     return Router(
         path="/v1",
-        route_handlers=[
-            PartnersController,
-            MembersController,
-            OperationsController,
-            PricingController,
-            ConversionsController,
-            BatchesController,
-            SettlementsController,
-            WebhookController,
-            SettlementBatchesController,
-        ],
+        route_handlers=list(controllers),
         middleware=[RequestSignatureMiddleware(engine), IdempotencyMiddleware(db_config)],
         dependencies=dependencies,
         before_request=decode_strictly,
