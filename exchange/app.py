@@ -19,7 +19,9 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
 from exchange.cli import ExchangeCLIPlugin
+from exchange.conversions.controllers import ConversionsController
 from exchange.db import create_engine
+from exchange.donations.controllers import DonationsController
 from exchange.http.problems import problem_details_plugin
 from exchange.http.response_signing import sign_responses
 from exchange.http.signed_api import v1_router
@@ -30,8 +32,7 @@ from exchange.ledger.controllers.members import MembersController
 from exchange.ledger.controllers.operations import OperationsController
 from exchange.migrate import upgrade_async
 from exchange.observability import request_id_middleware, structlog_plugin
-from exchange.pricing.controllers import PricingController
-from exchange.pricing.conversion_controllers import ConversionsController
+from exchange.pricing.controllers import BrandPricingController, PricingController
 from exchange.settings import Settings, get_settings
 from exchange.signing import load_exchange_keys, load_master_key
 from partners.controllers import PartnersController
@@ -47,7 +48,9 @@ SIGNED_CONTROLLERS = (
     MembersController,
     OperationsController,
     PricingController,
+    BrandPricingController,
     ConversionsController,
+    DonationsController,
     BatchesController,
     SettlementsController,
     WebhookController,

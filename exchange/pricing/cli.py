@@ -4,21 +4,21 @@ Each prints JSON on stdout; refusals print a JSON problem on stderr and exit 1."
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from typing import Any
 
 import click
+import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from exchange.commands import emit, run_with_session
 from exchange.settings import Settings
 
 
-def _as_dict(view: Any) -> dict[str, Any]:
+def _as_dict(view: msgspec.Struct) -> dict[str, Any]:
     return {
         key: value.isoformat() if isinstance(value, dt.datetime) else value
-        for key, value in dataclasses.asdict(view).items()
+        for key, value in msgspec.structs.asdict(view).items()
     }
 
 

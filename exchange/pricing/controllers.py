@@ -1,8 +1,10 @@
-"""The operator's pricing: point values and rate versions, each effective-dated and immutable.
+"""Pricing over HTTP: the operator sets point values and rate versions (each effective-dated and
+immutable); brands read what is in force and get quotes.
 
 A new version takes effect now or later and supersedes the one before from then on; nothing is
-changed in place (``exchange.pricing.service``). Brands read what is in force with ``GET /v1/rates``
-(``exchange.pricing.conversion_controllers``)."""
+changed in place (:mod:`exchange.pricing.service`). Brands read what is in force with
+``GET /v1/rates`` and hold a price for a short time with ``POST /v1/quotes``
+(:mod:`exchange.pricing.quotes`)."""
 
 from __future__ import annotations
 
@@ -14,9 +16,20 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from exchange.contract.schemas import PointValueCreate, PointValueOut, RateCreate, RateOut
+from exchange.base import utcnow
+from exchange.contract.schemas import (
+    ConversionMoney,
+    PointValueCreate,
+    PointValueOut,
+    PricingOut,
+    QuoteCreate,
+    QuoteOut,
+    RateCreate,
+    RateOut,
+)
 from exchange.errors import InvalidInput
 from exchange.guards import operator_only
+from exchange.ledger.parties import PartnerInfo
 from exchange.openapi import (
     IdempotentOperation,
     SignedOperation,
@@ -24,7 +37,8 @@ from exchange.openapi import (
     problem_spec,
 )
 from exchange.pricing import service as rates
-from exchange.pricing.service import PointValueView, RateView
+from exchange.pricing.quotes import create_quote
+from exchange.settings import Settings
 
 AtQuery = Annotated[
     dt.datetime | None,
@@ -36,37 +50,13 @@ AtQuery = Annotated[
 
 
 def moment(at: dt.datetime | None) -> dt.datetime | None:
-    """A query's ``at``: a time without a zone is ambiguous, so it is refused."""
+    """A query's ``at``: a time without a zone is ambiguous, so it is refused.
+
+    Litestar parses the query into a datetime but does not ask for a zone, so this check is the
+    only one on that path."""
     if at is not None and at.tzinfo is None:
         raise InvalidInput("at needs a time zone offset, such as Z or +01:00", field="at")
     return at
-
-
-def point_value_out(view: PointValueView) -> PointValueOut:
-    return PointValueOut(
-        id=view.id,
-        partner_id=view.partner_id,
-        currency=view.currency,
-        micros_per_point=view.micros_per_point,
-        effective_at=view.effective_at,
-        created_at=view.created_at,
-    )
-
-
-def rate_out(view: RateView) -> RateOut:
-    return RateOut(
-        id=view.id,
-        from_partner_id=view.from_partner_id,
-        from_currency=view.from_currency,
-        to_partner_id=view.to_partner_id,
-        to_currency=view.to_currency,
-        from_points=view.from_points,
-        to_points=view.to_points,
-        fee_bps=view.fee_bps,
-        min_points=view.min_points,
-        effective_at=view.effective_at,
-        created_at=view.created_at,
-    )
 
 
 _VERSION_CONFLICT = problem_spec(
@@ -96,10 +86,9 @@ class PricingController(Controller):
     async def set_point_value(
         self, data: JSONBody[PointValueCreate], db_session: NamedDependency[AsyncSession]
     ) -> PointValueOut:
-        view = await rates.set_point_value(
+        return await rates.set_point_value(
             db_session, data.currency, data.micros_per_point, effective_at=data.effective_at
         )
-        return point_value_out(view)
 
     @get(
         "/point-values",
@@ -114,7 +103,7 @@ class PricingController(Controller):
     async def list_point_values(
         self, db_session: NamedDependency[AsyncSession], at: AtQuery = None
     ) -> list[PointValueOut]:
-        return [point_value_out(v) for v in await rates.values_in_force(db_session, moment(at))]
+        return await rates.values_in_force(db_session, moment(at))
 
     @post(
         "/rates",
@@ -133,7 +122,7 @@ class PricingController(Controller):
     async def set_rate(
         self, data: JSONBody[RateCreate], db_session: NamedDependency[AsyncSession]
     ) -> RateOut:
-        view = await rates.set_rate(
+        return await rates.set_rate(
             db_session,
             data.from_currency,
             data.to_currency,
@@ -143,4 +132,86 @@ class PricingController(Controller):
             min_points=data.min_points,
             effective_at=data.effective_at,
         )
-        return rate_out(view)
+
+
+PRICING_422 = (
+    "invalid-amount, invalid-request (with the field errors), invalid-input, unknown-currency,"
+    " same-brand, member-not-enrolled, rate-not-found, point-value-not-found, below-minimum,"
+    " zero-output, limit-exceeded"
+)
+"""What a price refuses, for a quote and a conversion alike."""
+QUOTE_PROBLEMS = {
+    **problem_responses(403, 404, 409),
+    403: problem_spec("not-a-brand: only a brand converts its members' points"),
+    404: problem_spec("member-not-found: the caller has no such member"),
+    422: problem_spec(f"{PRICING_422}; idempotency-conflict"),
+}
+
+
+class BrandPricingController(Controller):
+    """What brands read and hold: the rates and values in force, and quotes."""
+
+    # The routes were documented under "conversions" before pricing had a package of its own.
+    tags = ["conversions"]
+
+    @get(
+        "/rates",
+        operation_id="listRates",
+        summary="The rates and point values in force",
+        description="Each ordered pair of brands' rate version in force, and each brand's point"
+        " value, at `at` (default now).",
+        operation_class=SignedOperation,
+        responses={**problem_responses(), 422: problem_spec("invalid-request, invalid-input")},
+    )
+    async def rates_in_force(
+        self, db_session: NamedDependency[AsyncSession], at: AtQuery = None
+    ) -> PricingOut:
+        when = moment(at) or utcnow()
+        return PricingOut(
+            at=when,
+            point_values=await rates.values_in_force(db_session, when),
+            rates=await rates.rates_in_force(db_session, when),
+        )
+
+    @post(
+        "/quotes",
+        operation_id="createQuote",
+        summary="Price a conversion and hold its rate and point values for a short time",
+        description="Reserves no points. Spend the quote with `POST /v1/conversions`"
+        " `{quote_id}` before `expires_at`; it can be spent once.",
+        operation_class=IdempotentOperation,
+        responses=QUOTE_PROBLEMS,
+    )
+    async def quote(
+        self,
+        data: JSONBody[QuoteCreate],
+        caller: NamedDependency[PartnerInfo],
+        db_session: NamedDependency[AsyncSession],
+        settings: NamedDependency[Settings],
+    ) -> QuoteOut:
+        to_partner = await rates.destination_currency(db_session, data.to_partner)
+        assert to_partner is not None
+        quote = await create_quote(
+            db_session, caller, data.member_ref, to_partner, data.to_member_ref, data.points,
+            ttl_seconds=settings.quote_ttl_seconds,
+        )  # fmt: skip
+        return QuoteOut(
+            quote_id=quote.id,
+            rate_version_id=quote.rate_version_id,
+            from_currency=quote.from_currency,
+            to_currency=quote.to_currency,
+            member_ref=quote.member_ref,
+            to_member_ref=quote.to_member_ref,
+            points=quote.points,
+            fee=quote.fee,
+            out=quote.out,
+            source_value_micros=quote.source_value_micros,
+            destination_value_micros=quote.destination_value_micros,
+            money=ConversionMoney(
+                currency=settings.settlement_currency,
+                destination_micros=quote.destination_micros,
+                operator_fee_micros=quote.operator_fee_micros,
+            ),
+            expires_at=quote.expires_at,
+            created_at=quote.created_at,
+        )

@@ -21,6 +21,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from exchange.base import utcnow
+from exchange.conversions import service as conversions
 from exchange.errors import (
     BelowMinimum,
     DomainError,
@@ -45,6 +46,7 @@ from exchange.ledger import service as ledger
 from exchange.ledger.models import LedgerTransaction
 from exchange.ledger.parties import PartnerInfo
 from exchange.ledger.verify import verify_ledger
+from exchange.pricing import quotes
 from exchange.pricing import service as rates
 from exchange.settings import Settings
 from tests.conftest import make_partner
@@ -112,7 +114,7 @@ async def test_member_converts_10_000_sky_to_htl_at_1000_to_750_with_1_percent_f
     async with sessions() as s:
         before = await balances(s)
     async with sessions() as s, s.begin():
-        conversion = await rates.post_conversion(s, sky, "alice", "HTL", "alice", 10_000)
+        conversion = await conversions.post_conversion(s, sky, "alice", "HTL", "alice", 10_000)
 
     # fee = ceil(10 000 * 1%) = 100 SKY; out = floor(9 900 * 750 / 1 000) = 7 425 HTL
     assert (conversion.points, conversion.fee, conversion.out) == (10_000, 100, 7_425)
@@ -185,7 +187,7 @@ async def test_a_conversion_without_fee_books_nothing_to_the_operator(
         await rates.set_point_value(s, "HTL", 8_000)
         await rates.set_rate(s, "SKY", "HTL", from_points=1, to_points=2, fee_bps=0)
     async with sessions() as s, s.begin():
-        conversion = await rates.post_conversion(s, sky, "alice", "HTL", "alice", 1_000)
+        conversion = await conversions.post_conversion(s, sky, "alice", "HTL", "alice", 1_000)
     async with sessions() as s:
         assert await postings(s, conversion.transaction_id) == {
             "SKY:alice": -1_000,
@@ -207,7 +209,7 @@ async def test_a_converted_member_cannot_spend_more_than_available(
 ) -> None:
     with pytest.raises(InsufficientPoints) as refused:
         async with sessions() as s, s.begin():
-            await rates.post_conversion(s, sky, "alice", "HTL", "alice", 20_001)
+            await conversions.post_conversion(s, sky, "alice", "HTL", "alice", 20_001)
     assert refused.value.extra == {"member_ref": "alice", "available": 20_000, "requested": 20_001}
 
 
@@ -268,7 +270,7 @@ async def test_conversions_balance_on_every_ledger_and_reverse_to_nothing(
 
     try:
         async with sessions() as s, s.begin():
-            conversion = await rates.post_conversion(s, sky, "pat", "HTL", "pat", p, at=at)
+            conversion = await conversions.post_conversion(s, sky, "pat", "HTL", "pat", p, at=at)
     except (BelowMinimum, ZeroOutput, LimitExceeded) as refused:
         event(f"refused {refused.slug}")
         exact_out = Fraction((p - -(-p * fee_bps // 10_000)) * to_points, from_points)
@@ -374,29 +376,32 @@ async def test_conversion_refusals(
 ) -> None:
     sky, htl = world["sky"], world["htl"]
     attempts: dict[str, Callable[[AsyncSession], Awaitable[Any]]] = {
-        "unknown currency": lambda s: rates.post_conversion(s, sky, "alice", "XXX", "alice", 1_000),
-        "same brand": lambda s: rates.post_conversion(s, sky, "alice", "SKY", "alice", 1_000),
-        "destination not enrolled": lambda s: rates.post_conversion(
+        "unknown currency": lambda s: conversions.post_conversion(
+            s, sky, "alice", "XXX", "alice", 1_000
+        ),
+        "same brand": lambda s: conversions.post_conversion(s, sky, "alice", "SKY", "alice", 1_000),
+        "destination not enrolled": lambda s: conversions.post_conversion(
             s, sky, "alice", "HTL", "carol", 1_000
         ),
-        "source not a member": lambda s: rates.post_conversion(
+        "source not a member": lambda s: conversions.post_conversion(
             s, sky, "carol", "HTL", "alice", 1_000
         ),
-        "caller not a brand": lambda s: rates.post_conversion(
+        "caller not a brand": lambda s: conversions.post_conversion(
             s, world["charity"], "alice", "HTL", "alice", 1_000
         ),
-        "below the rate's minimum": lambda s: rates.post_conversion(
+        "below the rate's minimum": lambda s: conversions.post_conversion(
             s, sky, "alice", "HTL", "alice", 499
         ),
         # 999 HTL at 1000:1 gives 0.999 SKY
-        "nothing out": lambda s: rates.post_conversion(s, htl, "bob", "SKY", "bob", 999),
-        "no rate in force": lambda s: rates.post_conversion(s, world["car"], "alice", "SKY",
-                                                             "alice", 1_000),
-        "no point value in force": lambda s: rates.post_conversion(
+        "nothing out": lambda s: conversions.post_conversion(s, htl, "bob", "SKY", "bob", 999),
+        "no rate in force": lambda s: conversions.post_conversion(
+            s, world["car"], "alice", "SKY", "alice", 1_000
+        ),
+        "no point value in force": lambda s: conversions.post_conversion(
             s, sky, "alice", "CAR", "alice", 1_000
         ),
-        "zero points": lambda s: rates.post_conversion(s, sky, "alice", "HTL", "alice", 0),
-        "too many points": lambda s: rates.post_conversion(
+        "zero points": lambda s: conversions.post_conversion(s, sky, "alice", "HTL", "alice", 0),
+        "too many points": lambda s: conversions.post_conversion(
             s, sky, "alice", "HTL", "alice", 10**12 + 1
         ),
     }  # fmt: skip
@@ -411,7 +416,7 @@ async def test_conversion_with_a_fee_needs_the_operator(
     refused = await _refused(
         sessions,
         OperatorNotConfigured,
-        lambda s: rates.post_conversion(s, sky, "alice", "HTL", "alice", 1_000),
+        lambda s: conversions.post_conversion(s, sky, "alice", "HTL", "alice", 1_000),
     )
     assert refused.slug == "operator-not-configured"
 
@@ -420,26 +425,28 @@ async def test_quote_refusals(sessions: Sessions, world: dict[str, PartnerInfo])
     sky, htl = world["sky"], world["htl"]
     now = utcnow()
     async with sessions() as s, s.begin():
-        quote = await rates.create_quote(s, sky, "alice", "HTL", "alice", 2_000, 60, at=now)
+        quote = await quotes.create_quote(s, sky, "alice", "HTL", "alice", 2_000, 60, at=now)
     assert (quote.fee, quote.out, quote.expires_at) == (20, 1_485, now + dt.timedelta(seconds=60))
 
     # Another brand cannot see it; a request that differs from it is refused.
     await _refused(
         sessions,
         QuoteNotFound,
-        lambda s: rates.post_conversion(s, htl, None, None, None, None, quote_id=quote.id),
+        lambda s: conversions.post_conversion(s, htl, None, None, None, None, quote_id=quote.id),
     )
     mismatch = await _refused(
         sessions,
         QuoteMismatch,
-        lambda s: rates.post_conversion(s, sky, "alice", "HTL", "alice", 2_001, quote_id=quote.id),
+        lambda s: conversions.post_conversion(
+            s, sky, "alice", "HTL", "alice", 2_001, quote_id=quote.id
+        ),
     )
     assert mismatch.extra["field"] == "points"
     # Expired from its expiry on.
     expired = await _refused(
         sessions,
         QuoteExpired,
-        lambda s: rates.post_conversion(
+        lambda s: conversions.post_conversion(
             s, sky, None, None, None, None, quote_id=quote.id, at=quote.expires_at
         ),
     )
@@ -447,14 +454,16 @@ async def test_quote_refusals(sessions: Sessions, world: dict[str, PartnerInfo])
 
     # Spent once; the second spend is refused and posts nothing.
     async with sessions() as s, s.begin():
-        spent = await rates.post_conversion(
+        spent = await conversions.post_conversion(
             s, sky, "alice", "HTL", "alice", 2_000, quote_id=quote.id, at=now
         )
     assert (spent.quote_id, spent.fee, spent.out) == (quote.id, 20, 1_485)
     used = await _refused(
         sessions,
         QuoteUsed,
-        lambda s: rates.post_conversion(s, sky, None, None, None, None, quote_id=quote.id, at=now),
+        lambda s: conversions.post_conversion(
+            s, sky, None, None, None, None, quote_id=quote.id, at=now
+        ),
     )
     assert (used.slug, used.status) == ("quote-used", 409)
 
@@ -464,16 +473,16 @@ async def test_a_refused_conversion_leaves_its_quote_unspent(
 ) -> None:
     sky = world["sky"]
     async with sessions() as s, s.begin():
-        quote = await rates.create_quote(s, sky, "alice", "HTL", "alice", 20_000)
+        quote = await quotes.create_quote(s, sky, "alice", "HTL", "alice", 20_000)
         await ledger.redeem(s, sky, "alice", 1)
     await _refused(
         sessions,
         InsufficientPoints,
-        lambda s: rates.post_conversion(s, sky, None, None, None, None, quote_id=quote.id),
+        lambda s: conversions.post_conversion(s, sky, None, None, None, None, quote_id=quote.id),
     )
     async with sessions() as s, s.begin():
         await ledger.issue(s, sky, "alice", 1)
-        spent = await rates.post_conversion(s, sky, None, None, None, None, quote_id=quote.id)
+        spent = await conversions.post_conversion(s, sky, None, None, None, None, quote_id=quote.id)
     assert spent.out == quote.out
 
 
@@ -490,13 +499,13 @@ async def test_a_quote_refuses_what_the_conversion_would(
 ) -> None:
     sky = world["sky"]
     attempts: dict[str, Callable[[AsyncSession], Awaitable[Any]]] = {
-        "destination not enrolled": lambda s: rates.create_quote(
+        "destination not enrolled": lambda s: quotes.create_quote(
             s, sky, "alice", "HTL", "carol", 1_000
         ),
-        "below the rate's minimum": lambda s: rates.create_quote(
+        "below the rate's minimum": lambda s: quotes.create_quote(
             s, sky, "alice", "HTL", "alice", 1
         ),
-        "no rate in force": lambda s: rates.create_quote(
+        "no rate in force": lambda s: quotes.create_quote(
             s, world["car"], "alice", "SKY", "alice", 1_000
         ),
     }
@@ -511,15 +520,17 @@ async def test_one_quote_is_spent_once_under_concurrency(
 ) -> None:
     sky = world["sky"]
     async with sessions() as s, s.begin():
-        quote = await rates.create_quote(s, sky, "alice", "HTL", "alice", 1_000)
+        quote = await quotes.create_quote(s, sky, "alice", "HTL", "alice", 1_000)
 
-    async def spend() -> rates.Conversion:
+    async def spend() -> conversions.Conversion:
         async with sessions() as s, s.begin():
-            return await rates.post_conversion(s, sky, None, None, None, None, quote_id=quote.id)
+            return await conversions.post_conversion(
+                s, sky, None, None, None, None, quote_id=quote.id
+            )
 
     outcomes = await asyncio.gather(*(spend() for _ in range(8)), return_exceptions=True)
-    spent = [o for o in outcomes if isinstance(o, rates.Conversion)]
-    refused = [o for o in outcomes if not isinstance(o, rates.Conversion)]
+    spent = [o for o in outcomes if isinstance(o, conversions.Conversion)]
+    refused = [o for o in outcomes if not isinstance(o, conversions.Conversion)]
     assert len(spent) == 1
     assert all(isinstance(o, QuoteUsed) for o in refused), refused
     async with sessions() as s:
@@ -542,10 +553,10 @@ async def test_opposite_conversions_race_without_deadlock(
                 await ledger.enrol_member(s, brand, member)
                 await ledger.issue(s, brand, member, 1_000_000)
 
-    async def convert(i: int, source: PartnerInfo, to: str) -> rates.Conversion:
+    async def convert(i: int, source: PartnerInfo, to: str) -> conversions.Conversion:
         async with sessions() as s, s.begin():
             # Source and destination members differ, so locks cross between members too.
-            return await rates.post_conversion(
+            return await conversions.post_conversion(
                 s, source, members[i % 5], to, members[(i + 1) % 5], 1_000 + i
             )
 
@@ -554,7 +565,7 @@ async def test_opposite_conversions_race_without_deadlock(
         *(convert(i, htl, "SKY") for i in range(100)),
         return_exceptions=True,
     )
-    failures = [o for o in outcomes if not isinstance(o, rates.Conversion)]
+    failures = [o for o in outcomes if not isinstance(o, conversions.Conversion)]
     assert not failures, failures[:3]
     async with sessions() as s:
         converted = await s.scalar(
@@ -565,9 +576,13 @@ async def test_opposite_conversions_race_without_deadlock(
         htl_out = sum(1_000 + i for i in range(100))
         page = await balances(s)
         assert sum(page[f"SKY:{m}"] for m in members) == 5_000_000 - sky_out + sum(
-            o.out for o in outcomes if isinstance(o, rates.Conversion) and o.to_currency == "SKY"
+            o.out
+            for o in outcomes
+            if isinstance(o, conversions.Conversion) and o.to_currency == "SKY"
         )
         assert sum(page[f"HTL:{m}"] for m in members) == 5_000_000 - htl_out + sum(
-            o.out for o in outcomes if isinstance(o, rates.Conversion) and o.to_currency == "HTL"
+            o.out
+            for o in outcomes
+            if isinstance(o, conversions.Conversion) and o.to_currency == "HTL"
         )
     await _assert_balanced(sessions)

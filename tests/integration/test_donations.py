@@ -15,6 +15,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from exchange.donations import receipts
+from exchange.donations import service as donations
 from exchange.errors import (
     BelowCharityMinimum,
     DomainError,
@@ -58,7 +60,7 @@ async def test_member_donates_5_000_sky_to_a_charity(
     async with sessions() as s:
         before = await balances(s)
     async with sessions() as s, s.begin():
-        receipt = await rates.post_donation(s, sky, "alice", charity.id, 5_000)
+        receipt = await donations.post_donation(s, sky, "alice", charity.id, 5_000)
 
     # 5 000 SKY * 12 000 micros = 60 000 000 micros: SKY owes Clean Water 60.00 EUR
     assert (receipt.points, receipt.amount_micros, receipt.currency) == (5_000, 60_000_000, "EUR")
@@ -111,8 +113,8 @@ async def test_the_receipt_document_is_what_gets_signed(
     sessions: Sessions, sky: PartnerInfo, charity: PartnerInfo, alice: str
 ) -> None:
     async with sessions() as s, s.begin():
-        receipt = await rates.post_donation(s, sky, "alice", str(charity.id), 100)
-    document = rates.donation_receipt_document(receipt)
+        receipt = await donations.post_donation(s, sky, "alice", str(charity.id), 100)
+    document = receipts.donation_receipt_document(receipt)
     assert document == {
         "type": "donation-receipt",
         "id": str(receipt.id),
@@ -167,14 +169,18 @@ async def test_donation_refusals(
     slug: str,
 ) -> None:
     attempts: dict[str, Callable[[AsyncSession], Awaitable[Any]]] = {
-        "to a brand": lambda s: rates.post_donation(s, sky, "alice", htl.id, 1_000),
-        "to nobody": lambda s: rates.post_donation(s, sky, "alice", uuid.uuid4(), 1_000),
-        "to a malformed id": lambda s: rates.post_donation(s, sky, "alice", "clean-water", 1_000),
-        "below the charity's minimum": lambda s: rates.post_donation(
+        "to a brand": lambda s: donations.post_donation(s, sky, "alice", htl.id, 1_000),
+        "to nobody": lambda s: donations.post_donation(s, sky, "alice", uuid.uuid4(), 1_000),
+        "to a malformed id": lambda s: donations.post_donation(
+            s, sky, "alice", "clean-water", 1_000
+        ),
+        "below the charity's minimum": lambda s: donations.post_donation(
             s, sky, "alice", charity.id, 99
         ),
-        "more than available": lambda s: rates.post_donation(s, sky, "alice", charity.id, 20_001),
-        "not a member": lambda s: rates.post_donation(s, sky, "carol", charity.id, 1_000),
+        "more than available": lambda s: donations.post_donation(
+            s, sky, "alice", charity.id, 20_001
+        ),
+        "not a member": lambda s: donations.post_donation(s, sky, "carol", charity.id, 1_000),
     }
     refused = await _refused(sessions, error, attempts[case])
     assert refused.slug == slug
@@ -191,5 +197,5 @@ async def test_a_donation_needs_a_point_value_in_force(
     await _refused(
         sessions,
         PointValueNotFound,
-        lambda s: rates.post_donation(s, htl, "bob", charity.id, 1_000),
+        lambda s: donations.post_donation(s, htl, "bob", charity.id, 1_000),
     )

@@ -16,6 +16,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from exchange.base import utcnow
+from exchange.conversions import service as conversions
 from exchange.errors import (
     DomainError,
     EffectiveInPast,
@@ -31,6 +32,7 @@ from exchange.errors import (
 from exchange.ledger import service as ledger
 from exchange.ledger.models import LedgerTransaction
 from exchange.ledger.parties import PartnerInfo
+from exchange.pricing import quotes
 from exchange.pricing import service as rates
 from exchange.settings import Settings, get_settings
 from tests.conftest import make_partner
@@ -109,9 +111,9 @@ async def test_a_rate_change_applies_from_its_moment_and_a_quote_holds_the_old_r
             await ledger.enrol_member(s, brand, "alice")
         await ledger.issue(s, sky, "alice", 100_000)
 
-    async def convert(at: dt.datetime, **kwargs: Any) -> rates.Conversion:
+    async def convert(at: dt.datetime, **kwargs: Any) -> conversions.Conversion:
         async with sessions() as s, s.begin():
-            return await rates.post_conversion(s, sky, "alice", "HTL", "alice", 10_000, at=at,
+            return await conversions.post_conversion(s, sky, "alice", "HTL", "alice", 10_000, at=at,
                                                **kwargs)  # fmt: skip
 
     before = await convert(change - SECOND)
@@ -125,10 +127,10 @@ async def test_a_rate_change_applies_from_its_moment_and_a_quote_holds_the_old_r
 
     # Quotes taken 30 s before T, for 60 s.
     async with sessions() as s, s.begin():
-        held = await rates.create_quote(
+        held = await quotes.create_quote(
             s, sky, "alice", "HTL", "alice", 10_000, 60, at=change - 30 * SECOND
         )
-        late = await rates.create_quote(
+        late = await quotes.create_quote(
             s, sky, "alice", "HTL", "alice", 10_000, 60, at=change - 30 * SECOND
         )
     assert (held.rate_version_id, held.out, held.source_value_micros) == (old.id, 7_425, 12_000)
@@ -241,7 +243,7 @@ async def test_the_database_keeps_versions_and_spent_quotes_as_they_are(
         await rates.set_rate(s, "SKY", "HTL", from_points=1, to_points=1, fee_bps=0)
         await ledger.enrol_member(s, sky, "alice")
         await ledger.enrol_member(s, htl, "alice")
-        await rates.create_quote(s, sky, "alice", "HTL", "alice", 10)
+        await quotes.create_quote(s, sky, "alice", "HTL", "alice", 10)
         await s.execute(text("UPDATE quote SET used_at = created_at"))  # the one change allowed
     for statement in (
         "UPDATE point_value SET micros_per_point = 1",

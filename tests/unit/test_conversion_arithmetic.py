@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exchange.pricing.arithmetic import (
+from exchange.conversions.arithmetic import (
     MAX_POINTS,
     MIN_POINTS,
     ConversionAmounts,

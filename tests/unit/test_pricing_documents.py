@@ -8,7 +8,7 @@ import uuid
 import click
 import pytest
 
-from exchange.pricing.service import DonationReceipt, donation_receipt_document
+from exchange.donations.receipts import DonationReceipt, donation_receipt_document
 from exchange.signing import canonical_json
 
 CET = dt.timezone(dt.timedelta(hours=1))
