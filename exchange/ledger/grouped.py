@@ -18,8 +18,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from exchange.dialect import is_postgresql
 from exchange.errors import DomainError, MemberNotFound
 from exchange.ledger.engine import PostedTransaction, TransactionSpec, post_transactions
 from exchange.ledger.parties import PartnerInfo
@@ -94,17 +96,54 @@ def _spec(operation: SingleOperation, members: Sequence[MemberAccount]) -> Trans
     return build(caller, members[0], points, reference=operation.reference, idempotency_key=key)
 
 
+# One probe of the member index per (brand, ref), whatever the sizes (a LIMIT keeps the lateral
+# subquery from being flattened into a join), then the brand's issuance shard by number.
+_FIND_MEMBERS_OF_BRANDS = text(
+    """
+    SELECT w.partner_id, w.ref, found.member_id, found.account_id, shard.id
+    FROM unnest(CAST(:partner_ids AS uuid[]), CAST(:refs AS text[]), CAST(:shards AS int[]))
+        AS w(partner_id, ref, shards)
+    CROSS JOIN LATERAL (
+        SELECT m.id AS member_id, a.id AS account_id
+        FROM member m JOIN account a ON a.member_id = m.id
+        WHERE m.partner_id = w.partner_id AND m.member_ref = w.ref
+        LIMIT 1
+    ) AS found
+    JOIN account shard ON shard.partner_id = w.partner_id AND shard.kind = 'issuance'
+        AND shard.member_id IS NULL AND shard.shard = found.account_id % w.shards
+    """
+)
+
+
 async def _members(
     session: AsyncSession, operations: Sequence[SingleOperation]
 ) -> dict[tuple[uuid.UUID, str], MemberAccount]:
-    """Every member the operations name, by (brand, ref): one query per brand."""
-    wanted: dict[uuid.UUID, tuple[PartnerInfo, set[str]]] = {}
+    """Every member the operations name, by (brand, ref): on PostgreSQL in one query for all
+    brands, on SQLite (in process, no round trips) with one query per brand."""
+    wanted: dict[tuple[uuid.UUID, str], PartnerInfo] = {}
     for operation in operations:
-        wanted.setdefault(operation.caller.id, (operation.caller, set()))[1].update(
-            operation.member_refs
+        for ref in operation.member_refs:
+            wanted[operation.caller.id, ref] = operation.caller
+    if not wanted:
+        return {}
+    if is_postgresql(session):
+        rows = await session.execute(
+            _FIND_MEMBERS_OF_BRANDS,
+            {
+                "partner_ids": [partner_id for partner_id, _ in wanted],
+                "refs": [ref for _, ref in wanted],
+                "shards": [partner.shards for partner in wanted.values()],
+            },
         )
+        return {
+            (partner_id, ref): MemberAccount(member_id, ref, account_id, issuance_id)
+            for partner_id, ref, member_id, account_id, issuance_id in rows
+        }
+    by_brand: dict[uuid.UUID, tuple[PartnerInfo, set[str]]] = {}
+    for (partner_id, ref), partner in wanted.items():
+        by_brand.setdefault(partner_id, (partner, set()))[1].add(ref)
     found: dict[tuple[uuid.UUID, str], MemberAccount] = {}
-    for partner, refs in wanted.values():
+    for partner, refs in by_brand.values():
         for ref, member in (await find_members(session, partner, refs)).items():
             found[partner.id, ref] = member
     return found
