@@ -22,6 +22,7 @@ from exchange.cli import ExchangeCLIPlugin
 from exchange.conversions.controllers import ConversionsController
 from exchange.db import create_engine
 from exchange.donations.controllers import DonationsController
+from exchange.http.group_commit import GroupCommit
 from exchange.http.problems import problem_details_plugin
 from exchange.http.response_signing import sign_responses
 from exchange.http.signed_api import v1_router
@@ -80,6 +81,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await upgrade_async(settings)
         app.state.exchange_keys = load_exchange_keys(settings)
         app.state.master_key = load_master_key(settings)
+        app.state.group_commit = GroupCommit(engine, app.state.exchange_keys)
         # What exists once the app is up (the framework, SQLAlchemy's mappings and caches, the
         # routes) lives as long as the process. Frozen, the garbage collector no longer walks
         # it at every full collection, which a batch's tens of thousands of new objects set off.

@@ -50,6 +50,7 @@ from exchange.errors import DomainError
 from exchange.http.buffering import whole_answer
 from exchange.http.problems import from_domain_error, internal_error, send_problem
 from exchange.http.signatures import raw_path
+from exchange.ledger.grouped import GROUP_COMMIT_OPT
 from exchange.ledger.parties import PartnerInfo
 from partners.models import IdempotencyRecord
 
@@ -140,12 +141,17 @@ _RECORD = select(
 _INSERT_RECORD = insert(cast(Table, IdempotencyRecord.__table__))  # Core: the ORM path costs more
 
 
+def lock_scope(partner_id: Any, key: str) -> str:
+    """What the advisory lock of a (partner, key) is taken on, by every path that claims one."""
+    return f"idempotency:{partner_id}:{key}"
+
+
 async def claim_key(
     session: AsyncSession, partner_id: Any, key: str, fingerprint: bytes
 ) -> StoredResponse | None:
     """Take the key for this request, or return the answer to replay (see the module note)."""
     if session.get_bind().dialect.name == "postgresql":
-        granted = await session.scalar(_TRY_LOCK, {"scope": f"idempotency:{partner_id}:{key}"})
+        granted = await session.scalar(_TRY_LOCK, {"scope": lock_scope(partner_id, key)})
         if not granted:
             raise IdempotencyInFlight(
                 "the first request with this key has not finished; retry in a moment"
@@ -227,12 +233,22 @@ class IdempotencyMiddleware(ASGIMiddleware):
         caller: PartnerInfo = http["user"]
         body = ScopeState.from_scope(scope).body
         assert isinstance(body, bytes), "the signature middleware reads the body first"
-        session = self.db_config.provide_session(http["app"].state, scope)
         try:
             key = parse_idempotency_key(Headers.from_scope(scope).get("idempotency-key"))
-            fingerprint = request_fingerprint(
-                http["method"], raw_path(http), http["query_string"], body
-            )
+        except DomainError as error:
+            await send_problem(scope, receive, send, from_domain_error(error))
+            return
+        fingerprint = request_fingerprint(
+            http["method"], raw_path(http), http["query_string"], body
+        )
+        if http["route_handler"].opt.get(GROUP_COMMIT_OPT):
+            # Claimed and recorded in its group's transaction (exchange.http.group_commit).
+            http["state"]["idempotency_key"] = key
+            http["state"]["idempotency_fingerprint"] = fingerprint
+            await next_app(scope, receive, send)
+            return
+        session = self.db_config.provide_session(http["app"].state, scope)
+        try:
             stored = await claim_key(session, caller.id, key, fingerprint)
         except DomainError as error:
             await send_problem(scope, receive, send, from_domain_error(error))

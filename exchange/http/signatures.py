@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Self, cast
 from urllib.parse import quote
 
@@ -31,12 +33,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from exchange.errors import DomainError
+from exchange.grouping import Grouper
 from exchange.http.problems import from_domain_error, send_problem
 from exchange.ledger.parties import PartnerInfo
 from partners.httpsig import (
     MAX_SIGNATURES,
     SignatureInvalid,
-    VerifiedSignature,
     VerifyKey,
     parse_signatures,
     verify_request,
@@ -74,6 +76,27 @@ class RequestSignatureMiddleware(ASGIMiddleware):
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self.key_lookups: Grouper[tuple[frozenset[str], bytes], _FoundKeys] = Grouper(
+            self._look_up_keys
+        )
+        self.nonce_claims: Grouper[tuple[str, str, int], bool] = Grouper(self._claim_nonces)
+
+    async def _look_up_keys(
+        self, wanted: Sequence[tuple[frozenset[str], bytes]]
+    ) -> list[_FoundKeys]:
+        """The active keys of every waiting request, in one query; each gets its own. (The
+        master key that opens HMAC secrets is the app's, the same for every request.)"""
+        async with self.engine.connect() as conn:
+            found = await _active_keys(
+                conn, set().union(*(key_ids for key_ids, _ in wanted)), wanted[0][1]
+            )
+        return [found.among(key_ids) for key_ids, _ in wanted]
+
+    async def _claim_nonces(self, claims: Sequence[tuple[str, str, int]]) -> list[bool]:
+        """Claim every waiting request's nonce in one statement and one commit (see
+        :func:`_claim_nonces`)."""
+        async with self.engine.begin() as conn:
+            return await _claim_nonces(conn, claims, int(time.time()))
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Self:
         # Litestar deep-copies a router when it is registered; the database handle is shared.
@@ -105,27 +128,28 @@ class RequestSignatureMiddleware(ASGIMiddleware):
             raise SignatureInvalid("no signature")
         if len(candidates) > MAX_SIGNATURES:
             raise SignatureInvalid(f"more than {MAX_SIGNATURES} signatures")
-        key_ids = {c.key_id for c in candidates if c.key_id}
+        key_ids = frozenset(c.key_id for c in candidates if c.key_id)
         if not key_ids:
             raise SignatureInvalid("no keyid")
-        master_key: bytes = scope["app"].state.master_key
+        found = await self.key_lookups.submit((key_ids, scope["app"].state.master_key))
         now = int(time.time())
-        async with self.engine.begin() as conn:
-            keys, partners = await _active_keys(conn, key_ids, master_key)
-            verified = verify_request(
-                method=scope["method"],
-                path=raw_path(scope),
-                query=scope["query_string"].decode("latin-1"),
-                authority=headers.get("host"),
-                headers=headers,
-                body=body,
-                keys=keys,
-                now=now,
-                max_age=MAX_AGE_SECONDS,
-                max_future=MAX_FUTURE_SECONDS,
-            )
-            await _claim_nonce(conn, verified, now)
-        return partners[verified.key_id], verified.key_id
+        verified = verify_request(
+            method=scope["method"],
+            path=raw_path(scope),
+            query=scope["query_string"].decode("latin-1"),
+            authority=headers.get("host"),
+            headers=headers,
+            body=body,
+            keys=found.keys,
+            now=now,
+            max_age=MAX_AGE_SECONDS,
+            max_future=MAX_FUTURE_SECONDS,
+        )
+        if len(verified.nonce) > MAX_NONCE_LENGTH:
+            raise SignatureInvalid(f"nonce longer than {MAX_NONCE_LENGTH} characters")
+        if not await self.nonce_claims.submit((verified.key_id, verified.nonce, verified.created)):
+            raise SignatureInvalid(f"nonce {verified.nonce!r} already used with this key")
+        return found.partners[verified.key_id], verified.key_id
 
 
 def raw_path(scope: HTTPScope) -> str:
@@ -157,23 +181,30 @@ _ACTIVE_KEYS = (
 )
 
 
-def _nonce_claim(dialect: Any) -> Any:
-    claim = dialect.insert(SignatureNonce).values(
-        key_id=bindparam("key_id"), nonce=bindparam("nonce"), expires_at=bindparam("expires_at")
-    )
+def _nonce_claims(dialect: Any, rows: list[dict[str, Any]]) -> Any:
+    """One upsert of ``rows``, returning the nonces it took."""
+    insert = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
+    claim = insert(SignatureNonce).values(rows)
     return claim.on_conflict_do_update(
         index_elements=[SignatureNonce.key_id, SignatureNonce.nonce],
         set_={"expires_at": claim.excluded.expires_at},
         where=SignatureNonce.expires_at <= bindparam("now"),
-    )
+    ).returning(SignatureNonce.key_id, SignatureNonce.nonce)
 
 
-_NONCE_CLAIMS = {"postgresql": _nonce_claim(postgresql), "sqlite": _nonce_claim(sqlite)}
+@dataclass(frozen=True)
+class _FoundKeys:
+    keys: dict[str, VerifyKey]
+    partners: dict[str, PartnerInfo]
+
+    def among(self, key_ids: frozenset[str]) -> _FoundKeys:
+        return _FoundKeys(
+            {k: v for k, v in self.keys.items() if k in key_ids},
+            {k: v for k, v in self.partners.items() if k in key_ids},
+        )
 
 
-async def _active_keys(
-    conn: AsyncConnection, key_ids: set[str], master_key: bytes
-) -> tuple[dict[str, VerifyKey], dict[str, PartnerInfo]]:
+async def _active_keys(conn: AsyncConnection, key_ids: set[str], master_key: bytes) -> _FoundKeys:
     """The keys among ``key_ids`` that are not revoked, with their partners, in one query."""
     rows = await conn.execute(_ACTIVE_KEYS, {"key_ids": sorted(key_ids)})
     keys: dict[str, VerifyKey] = {}
@@ -193,27 +224,36 @@ async def _active_keys(
         partners[row.id] = PartnerInfo(
             row.partner_id, row.kind, row.name, row.currency, row.shards, row.min_donation_points
         )
-    return keys, partners
+    return _FoundKeys(keys, partners)
 
 
-async def _claim_nonce(conn: AsyncConnection, verified: VerifiedSignature, now: int) -> None:
-    """Record the nonce for the signature window; a nonce already on record is a replay.
-    A record whose window has passed (not yet purged) is taken over, not counted as a replay:
-    a signature that old fails the ``created`` check before it gets here."""
-    if len(verified.nonce) > MAX_NONCE_LENGTH:
-        raise SignatureInvalid(f"nonce longer than {MAX_NONCE_LENGTH} characters")
-    expires_at = dt.datetime.fromtimestamp(
-        verified.created + MAX_AGE_SECONDS + NONCE_MARGIN_SECONDS, dt.UTC
-    )
-    upsert = _NONCE_CLAIMS[conn.dialect.name]
-    values = {
-        "key_id": verified.key_id,
-        "nonce": verified.nonce,
-        "expires_at": expires_at,
-        "now": dt.datetime.fromtimestamp(now, dt.UTC),
+async def _claim_nonces(
+    conn: AsyncConnection, claims: Sequence[tuple[str, str, int]], now: int
+) -> list[bool]:
+    """Record each (key id, nonce, created) for its signature's window, in one statement; a
+    nonce already on record is a replay (``False``), and so is the second of two requests of
+    one group with the same nonce. A record whose window has passed (not yet purged) is taken
+    over, not counted as a replay: a signature that old fails the ``created`` check first."""
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for key_id, nonce, created in claims:
+        expires_at = dt.datetime.fromtimestamp(
+            created + MAX_AGE_SECONDS + NONCE_MARGIN_SECONDS, dt.UTC
+        )
+        rows.setdefault(
+            (key_id, nonce), {"key_id": key_id, "nonce": nonce, "expires_at": expires_at}
+        )
+    claim = _nonce_claims(conn.dialect, list(rows.values()))
+    taken = {
+        (row.key_id, row.nonce)
+        for row in await conn.execute(claim, {"now": dt.datetime.fromtimestamp(now, dt.UTC)})
     }
-    if (await conn.execute(upsert, values)).rowcount != 1:
-        raise SignatureInvalid(f"nonce {verified.nonce!r} already used with this key")
+    first: set[tuple[str, str]] = set()
+    outcome = []
+    for key_id, nonce, _ in claims:
+        fresh = (key_id, nonce) in taken and (key_id, nonce) not in first
+        first.add((key_id, nonce))
+        outcome.append(fresh)
+    return outcome
 
 
 async def purge_expired_nonces(conn: AsyncConnection, now: dt.datetime) -> int:

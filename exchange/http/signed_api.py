@@ -26,8 +26,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from exchange.contract.types import MAX_POINTS
 from exchange.errors import InvalidAmount
+from exchange.http.group_commit import GroupCommit
 from exchange.http.idempotency import IdempotencyMiddleware
 from exchange.http.signatures import RequestSignatureMiddleware
+from exchange.ledger.grouped import OperationPipeline
 from exchange.ledger.parties import PartnerInfo
 from exchange.settings import Settings
 from exchange.signing import ExchangeKeys
@@ -45,6 +47,12 @@ def provide_idempotency_key(request: Request[PartnerInfo, str, State]) -> str:
     """The POST's Idempotency-Key, as claimed by the idempotency middleware."""
     key: str = request.state.idempotency_key
     return key
+
+
+def provide_pipeline(request: Request[PartnerInfo, str, State]) -> OperationPipeline:
+    """Group commit, seen from this request (its fingerprint, from the idempotency layer)."""
+    group_commit: GroupCommit = request.app.state.group_commit
+    return group_commit.for_request(request.state.idempotency_fingerprint)
 
 
 def provide_settings(state: State) -> Settings:
@@ -104,6 +112,7 @@ def v1_router(
     dependencies: dict[str, Any] = {
         "caller": Provide(provide_caller, sync_to_thread=False),
         "idempotency_key": Provide(provide_idempotency_key, sync_to_thread=False),
+        "pipeline": Provide(provide_pipeline, sync_to_thread=False),
         "settings": Provide(provide_settings, sync_to_thread=False),
         "exchange_keys": Provide(provide_exchange_keys, sync_to_thread=False),
         "master_key": Provide(provide_master_key, sync_to_thread=False),

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 
-from litestar import Controller, get, post
+from litestar import Controller, MediaType, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,13 +25,13 @@ from exchange.contract.schemas import (
 )
 from exchange.ledger import service
 from exchange.ledger.engine import PostedTransaction
+from exchange.ledger.grouped import GROUP_COMMIT_OPT, OperationPipeline, SingleOperation
 from exchange.ledger.parties import PartnerInfo
 from exchange.ledger.reads import hold_view, transaction_view
 from exchange.ledger.receipts import (
     balance_out,
     hold_out,
     operation_out,
-    posted_operation_out,
     receipt_out,
     sign,
     transaction_out,
@@ -66,12 +66,29 @@ async def _hold_answer(
     )
 
 
+async def _grouped(
+    pipeline: OperationPipeline, operation: SingleOperation
+) -> Response[OperationOut]:
+    """Post ``operation`` with the requests of its group (exchange.ledger.grouped); its answer
+    was encoded, signed and recorded under the Idempotency-Key in the group's transaction, so
+    the bytes go out as they are (the annotation keeps the schema in the OpenAPI document)."""
+    answer = await pipeline.post(operation)
+    headers = {"idempotent-replayed": "true"} if answer.replayed else None
+    return Response(
+        answer.body,  # type: ignore[arg-type]
+        media_type=MediaType.JSON,
+        status_code=answer.status,
+        headers=headers,
+    )
+
+
 class OperationsController(Controller):
     path = "/"
 
     @post(
         "/issuances",
         operation_id="createIssuance",
+        opt={GROUP_COMMIT_OPT: True},
         summary="Earn: credit a member with points of the calling brand",
         tags=["operations"],
         operation_class=IdempotentOperation,
@@ -81,19 +98,19 @@ class OperationsController(Controller):
         self,
         data: JSONBody[IssuanceCreate],
         caller: NamedDependency[PartnerInfo],
-        db_session: NamedDependency[AsyncSession],
-        exchange_keys: NamedDependency[ExchangeKeys],
+        pipeline: NamedDependency[OperationPipeline],
         idempotency_key: NamedDependency[str],
-    ) -> OperationOut:
-        posted = await service.issue(
-            db_session, caller, data.member_ref, data.points,
-            reference=data.reference, idempotency_key=idempotency_key,
+    ) -> Response[OperationOut]:
+        return await _grouped(
+            pipeline, SingleOperation(
+                caller, "issue", data.points, (data.member_ref,), data.reference, idempotency_key
+            ),
         )  # fmt: skip
-        return posted_operation_out(exchange_keys, posted)
 
     @post(
         "/redemptions",
         operation_id="createRedemption",
+        opt={GROUP_COMMIT_OPT: True},
         summary="Burn: debit a member's available points",
         tags=["operations"],
         operation_class=IdempotentOperation,
@@ -103,19 +120,19 @@ class OperationsController(Controller):
         self,
         data: JSONBody[RedemptionCreate],
         caller: NamedDependency[PartnerInfo],
-        db_session: NamedDependency[AsyncSession],
-        exchange_keys: NamedDependency[ExchangeKeys],
+        pipeline: NamedDependency[OperationPipeline],
         idempotency_key: NamedDependency[str],
-    ) -> OperationOut:
-        posted = await service.redeem(
-            db_session, caller, data.member_ref, data.points,
-            reference=data.reference, idempotency_key=idempotency_key,
+    ) -> Response[OperationOut]:
+        return await _grouped(
+            pipeline, SingleOperation(
+                caller, "redeem", data.points, (data.member_ref,), data.reference, idempotency_key
+            ),
         )  # fmt: skip
-        return posted_operation_out(exchange_keys, posted)
 
     @post(
         "/transfers",
         operation_id="createTransfer",
+        opt={GROUP_COMMIT_OPT: True},
         summary="Move points between two members of the calling brand",
         tags=["operations"],
         operation_class=IdempotentOperation,
@@ -125,15 +142,14 @@ class OperationsController(Controller):
         self,
         data: JSONBody[TransferCreate],
         caller: NamedDependency[PartnerInfo],
-        db_session: NamedDependency[AsyncSession],
-        exchange_keys: NamedDependency[ExchangeKeys],
+        pipeline: NamedDependency[OperationPipeline],
         idempotency_key: NamedDependency[str],
-    ) -> OperationOut:
-        posted = await service.transfer(
-            db_session, caller, data.from_member_ref, data.to_member_ref, data.points,
-            reference=data.reference, idempotency_key=idempotency_key,
-        )  # fmt: skip
-        return posted_operation_out(exchange_keys, posted)
+    ) -> Response[OperationOut]:
+        refs = (data.from_member_ref, data.to_member_ref)
+        return await _grouped(
+            pipeline,
+            SingleOperation(caller, "transfer", data.points, refs, data.reference, idempotency_key),
+        )
 
     @post(
         "/holds",
