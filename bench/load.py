@@ -152,9 +152,10 @@ def _postgres_database(pid: int) -> str | None:
 @dataclass
 class CpuMeter:
     """Cores used, between ``start()`` and ``stop()``, by the load driver (this process), the
-    service (its process group), PostgreSQL's backends of ``databases``, and everything else
-    on the machine (``other``: other work, PostgreSQL's shared background processes). On a
-    small machine they share the cores, and this says how."""
+    children it waited for in between (``wrk``), the service (its process group), PostgreSQL's
+    backends of ``databases``, and everything else on the machine (``other``: other work,
+    PostgreSQL's shared background processes). On a small machine they share the cores, and
+    this says how."""
 
     service_pgid: int | None = None
     databases: set[str] = field(default_factory=set)
@@ -172,6 +173,8 @@ class CpuMeter:
         busy, total = _machine_busy()
         return {
             "driver": times.user + times.system,
+            # Children this process has waited for: wrk, when a scenario is replayed by it.
+            "children": times.children_user + times.children_system,
             "service": service,
             "postgres": postgres,
             "machine_busy": busy,
@@ -189,9 +192,10 @@ class CpuMeter:
         cpus = os.cpu_count() or 1
         total = delta["machine_total"]
         busy_fraction = delta["machine_busy"] / total if total else 0.0
-        ours = (delta["driver"] + delta["service"] + delta["postgres"]) / wall
+        ours = (delta["driver"] + delta["children"] + delta["service"] + delta["postgres"]) / wall
         self.result = {
             "driver_cores": delta["driver"] / wall,
+            "wrk_cores": delta["children"] / wall,
             "service_cores": delta["service"] / wall,
             "postgres_cores": delta["postgres"] / wall,
             "machine_busy_cores": busy_fraction * cpus,
