@@ -34,8 +34,16 @@ lint: $(STAMP) ## Lint, check formatting and type-check
 	$(BIN)/mypy
 
 .PHONY: bench
-bench: $(STAMP) ## Run the benchmarks against PostgreSQL (see bench/README.md)
-	$(BIN)/python -m bench
+bench: $(STAMP) ## Run the benchmarks against PostgreSQL (see bench/README.md); installs wrk as root
+	@command -v wrk >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing wrk (the load generator of the API scenarios)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y wrk || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y wrk; }; \
+	  else \
+	    echo "wrk is needed: sudo apt-get install -y wrk (or build it from github.com/wg/wrk)"; \
+	    exit 1; \
+	  fi; }
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 .PHONY: clean
 clean: ## Remove the virtualenv and caches (keeps ./var)

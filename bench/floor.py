@@ -11,13 +11,16 @@ on top of an HTTP request and a short transaction, it cannot go faster than this
 pgbench is the ceiling of any API scenario's ratio on the machine.
 
 Written by hand, and kept apart from the exchange on purpose: it is the reference, not a
-product (``python -m bench --scenarios floor``).
+product (``python -m bench --scenarios floor``). ``python -m bench`` drives it twice: with wrk
+replaying the same request (bench/replay.py), and with httpx as here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import asyncpg
@@ -90,20 +93,13 @@ def create_app() -> Litestar:
     return Litestar([transfer, ready], on_startup=[_open_pool], on_shutdown=[_close_pool])
 
 
-async def run_floor(
-    *,
-    clients: int,
-    seconds: float,
-    warmup: float,
-    workers: int,
-    data_dir: Path,
-    database: str = "exchange_bench_floor",
-) -> tuple[LoadResult, dict[str, float], int]:
-    """Serve the floor app on a scratch database (made and dropped here), drive it, and return
-    the load, the CPU split and the points moved as the database counts them: one per transfer
-    answered, a check that the work was done."""
-    name = database
-    url = await recreate_database(name)
+@contextlib.asynccontextmanager
+async def serve_floor(
+    *, workers: int, data_dir: Path, database: str = "exchange_bench_floor"
+) -> AsyncIterator[tuple[ServiceProcess, str]]:
+    """The floor app under uvicorn on a scratch database (made here, dropped after), and that
+    database's URL. On the way out, the balances must still sum to what they opened with."""
+    url = await recreate_database(database)
     try:
         conn = await asyncpg.connect(url)
         try:
@@ -116,36 +112,71 @@ async def run_floor(
         )  # fmt: skip
         service.start(timeout=60)
         try:
-            assert service.process is not None
-            meter = CpuMeter(service_pgid=service.process.pid, databases={name})
-            rngs: dict[int, random.Random] = {}
-            async with httpx.AsyncClient(base_url=service.base_url, timeout=30.0) as client:
-
-                async def operation(worker: int, i: int) -> int:
-                    rng = rngs.setdefault(worker, random.Random(worker))
-                    source, target = rng.sample(range(1, ROWS + 1), 2)
-                    response = await client.post(
-                        "/transfer", json={"source": source, "target": target, "points": 1}
-                    )
-                    if response.status_code != 201:
-                        raise RuntimeError(f"floor: {response.status_code} {response.text}")
-                    return 1
-
-                meter.start()  # as for the API scenarios: the warmup is in, as a rate
-                result = await drive(
-                    "floor", operation, concurrency=clients, seconds=seconds, warmup=warmup
-                )
-                cpu = meter.stop()
+            yield service, url
         finally:
             service.stop()
         conn = await asyncpg.connect(url)
         try:
-            moved = await conn.fetchval("SELECT coalesce(sum(points), 0) FROM floor_history")
             total = await conn.fetchval("SELECT sum(balance) FROM floor_account")
         finally:
             await conn.close()
         if total != OPENING_BALANCE * ROWS:
             raise RuntimeError(f"floor: the balances no longer sum to the opening ({total})")
-        return result, cpu, int(moved)
     finally:
-        await drop_database(name)
+        await drop_database(database)
+
+
+async def points_moved(url: str) -> int:
+    """Points moved so far: one per transfer done."""
+    conn = await asyncpg.connect(url)
+    try:
+        return int(await conn.fetchval("SELECT coalesce(sum(points), 0) FROM floor_history"))
+    finally:
+        await conn.close()
+
+
+def floor_operation(client: httpx.AsyncClient) -> Callable[[int, int], Awaitable[int]]:
+    """One transfer of a point between two random rows, through plain httpx (``drive``'s
+    operation)."""
+    rngs: dict[int, random.Random] = {}
+
+    async def operation(worker: int, i: int) -> int:
+        rng = rngs.setdefault(worker, random.Random(worker))
+        source, target = rng.sample(range(1, ROWS + 1), 2)
+        response = await client.post(
+            "/transfer", json={"source": source, "target": target, "points": 1}
+        )
+        if response.status_code != 201:
+            raise RuntimeError(f"floor: {response.status_code} {response.text}")
+        return 1
+
+    return operation
+
+
+async def run_floor(
+    *,
+    clients: int,
+    seconds: float,
+    warmup: float,
+    workers: int,
+    data_dir: Path,
+    database: str = "exchange_bench_floor",
+) -> tuple[LoadResult, dict[str, float], int]:
+    """Serve the floor app on a scratch database (made and dropped here), drive it through
+    httpx, and return the load, the CPU split and the points moved as the database counts
+    them: one per transfer answered, a check that the work was done."""
+    async with serve_floor(workers=workers, data_dir=data_dir, database=database) as (
+        service,
+        url,
+    ):
+        assert service.process is not None
+        meter = CpuMeter(service_pgid=service.process.pid, databases={database})
+        async with httpx.AsyncClient(base_url=service.base_url, timeout=30.0) as client:
+            meter.start()  # as for the API scenarios: the warmup is in, as a rate
+            result = await drive(
+                "floor", floor_operation(client), concurrency=clients, seconds=seconds,
+                warmup=warmup,
+            )  # fmt: skip
+            cpu = meter.stop()
+        moved = await points_moved(url)
+    return result, cpu, moved

@@ -152,26 +152,37 @@ def _postgres_database(pid: int) -> str | None:
 @dataclass
 class CpuMeter:
     """Cores used, between ``start()`` and ``stop()``, by the load driver (this process), the
-    service (its process group), PostgreSQL's backends of ``databases``, and everything else
-    on the machine (``other``: other work, PostgreSQL's shared background processes). On a
-    small machine they share the cores, and this says how."""
+    children it waited for in between (``wrk``), the service (its process group), PostgreSQL's
+    backends of ``databases``, and everything else on the machine (``other``: other work,
+    PostgreSQL's shared background processes). On a small machine they share the cores, and
+    this says how."""
 
     service_pgid: int | None = None
     databases: set[str] = field(default_factory=set)
     _before: dict[str, float] = field(default_factory=dict)
+    _pids_before: dict[int, float] = field(default_factory=dict)
+    _pids_last: dict[int, float] = field(default_factory=dict)
     result: dict[str, float] = field(default_factory=dict)
 
     def _sample(self) -> dict[str, float]:
         service = postgres = 0.0
+        pids: dict[int, float] = {}
         for pid, comm, pgid in _processes():
             if self.service_pgid is not None and pgid == self.service_pgid:
-                service += _cpu_seconds(pid)
+                pids[pid] = _cpu_seconds(pid)
+                service += pids[pid]
             elif comm == "postgres" and _postgres_database(pid) in self.databases:
-                postgres += _cpu_seconds(pid)
+                pids[-pid] = _cpu_seconds(pid)  # negative: PostgreSQL's, apart
+                postgres += pids[-pid]
+        # A process that ended in between took its CPU time with it: count, at stop(), only
+        # the processes alive then, from what each had at start() (0 if it began after).
+        self._pids_last = pids
         times = os.times()
         busy, total = _machine_busy()
         return {
             "driver": times.user + times.system,
+            # Children this process has waited for: wrk, when a scenario is replayed by it.
+            "children": times.children_user + times.children_system,
             "service": service,
             "postgres": postgres,
             "machine_busy": busy,
@@ -181,17 +192,26 @@ class CpuMeter:
 
     def start(self) -> None:
         self._before = self._sample()
+        self._pids_before = self._pids_last
 
     def stop(self) -> dict[str, float]:
         after = self._sample()
         wall = after["wall"] - self._before["wall"]
         delta = {k: after[k] - self._before[k] for k in after}
+        before_pids = self._pids_before
+        delta["service"] = sum(
+            v - before_pids.get(p, 0.0) for p, v in self._pids_last.items() if p > 0
+        )
+        delta["postgres"] = sum(
+            v - before_pids.get(p, 0.0) for p, v in self._pids_last.items() if p < 0
+        )
         cpus = os.cpu_count() or 1
         total = delta["machine_total"]
         busy_fraction = delta["machine_busy"] / total if total else 0.0
-        ours = (delta["driver"] + delta["service"] + delta["postgres"]) / wall
+        ours = (delta["driver"] + delta["children"] + delta["service"] + delta["postgres"]) / wall
         self.result = {
             "driver_cores": delta["driver"] / wall,
+            "wrk_cores": delta["children"] / wall,
             "service_cores": delta["service"] / wall,
             "postgres_cores": delta["postgres"] / wall,
             "machine_busy_cores": busy_fraction * cpus,

@@ -11,6 +11,13 @@ from dataclasses import dataclass
 import asyncpg
 
 ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+RUN_TAG = str(os.getpid())
+"""In the scratch databases' names, so that two runs on one server (two worktrees) never drop
+each other's database."""
+
+
+def scratch_name(kind: str) -> str:
+    return f"exchange_bench_{kind}_{RUN_TAG}"
 
 
 def database_url(name: str) -> str:
@@ -46,7 +53,7 @@ class PgbenchResult:
 
 def run_pgbench(clients: int, seconds: int, scale: int = 10) -> PgbenchResult:
     """TPC-B (pgbench's default script) on a scratch database of the same server."""
-    name = "exchange_bench_pgbench"
+    name = scratch_name("pgbench")
     asyncio.run(recreate_database(name))
     url = database_url(name)
     try:
