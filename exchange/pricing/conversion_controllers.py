@@ -31,7 +31,7 @@ from exchange.contract.schemas import (
     QuoteOut,
 )
 from exchange.errors import PartnerNotFound, UnknownCurrency
-from exchange.ledger import service as ledger
+from exchange.ledger import reads as ledger
 from exchange.ledger.parties import PartnerInfo
 from exchange.ledger.reads import transaction_view
 from exchange.ledger.receipts import balance_out, operation_out, sign, transaction_out

@@ -72,11 +72,12 @@ from exchange.errors import (
     VersionConflict,
     ZeroOutput,
 )
-from exchange.ledger import service as ledger
+from exchange.ledger import members as ledger
 from exchange.ledger.engine import Leg, PostedTransaction, TransactionSpec, post_transaction
+from exchange.ledger.members import MemberAccount
 from exchange.ledger.models import Account
 from exchange.ledger.parties import PartnerInfo
-from exchange.ledger.service import MemberAccount, check_member_ref, check_points
+from exchange.ledger.validation import check_member_ref, check_points
 from exchange.outbox import enqueue_event
 from exchange.pricing.arithmetic import (
     ConversionAmounts,

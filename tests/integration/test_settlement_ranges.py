@@ -18,7 +18,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from exchange.base import utcnow, uuid7
-from exchange.ledger.engine import GENESIS_HASH, Leg, TransactionSpec, post_transaction
+from exchange.ledger.chain import GENESIS_HASH
+from exchange.ledger.engine import Leg, TransactionSpec, post_transaction
 from exchange.ledger.models import Account, LedgerTransaction, Posting
 from exchange.ledger.parties import PartnerInfo
 from exchange.ledger.verify import verify_ledger
