@@ -43,10 +43,10 @@ def is_postgresql(bind: AsyncSession | AsyncConnection | Connection) -> bool:
 
 # Ledger
 
-T = TypeVar("T")
+_T = TypeVar("_T")
 
 
-def for_dialect(bind: AsyncSession | AsyncConnection, *, postgresql: T, sqlite: T) -> T:
+def for_dialect(bind: AsyncSession | AsyncConnection, *, postgresql: _T, sqlite: _T) -> _T:
     """``postgresql`` on PostgreSQL, else ``sqlite``: the pick between two forms of a statement
     built once, where building one per request would cost more than running it."""
     return postgresql if is_postgresql(bind) else sqlite
