@@ -41,7 +41,7 @@ against the database:
    ``amount_micros`` to the charity, and per reversed share of either the opposite obligation.
 
 Reversals are predicted without knowing the order they committed in: the engine reverses a share
-of a transaction cumulatively (:func:`exchange.ledger.service.reversal_legs`), so whatever the
+of a transaction cumulatively (:func:`exchange.ledger.reversal.reversal_legs`), so whatever the
 order, the reversals of one transaction that reach ``R`` of its ``P`` points have together moved
 ``floor(amount * R / P)`` of each of its non-balancing legs.
 

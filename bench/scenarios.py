@@ -152,7 +152,8 @@ async def _open_members(session: AsyncSession, info: Any, refs: list[str]) -> No
     from sqlalchemy import Table, insert, select
 
     from exchange.base import utcnow, uuid7
-    from exchange.ledger.engine import GENESIS_HASH, Leg, TransactionSpec, post_transaction
+    from exchange.ledger.chain import GENESIS_HASH
+    from exchange.ledger.engine import Leg, TransactionSpec, post_transaction
     from exchange.ledger.models import Account, Member
 
     now = utcnow()

@@ -20,7 +20,7 @@ import asyncpg
 import uuid_utils
 
 from exchange.db import create_engine
-from exchange.ledger.engine import GENESIS_HASH, posting_hash
+from exchange.ledger.chain import GENESIS_HASH, posting_hash
 from exchange.ledger.parties import PartnerInfo
 from exchange.migrate import upgrade_async
 from exchange.settings import get_settings

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from exchange.base import utcnow
 from exchange.http.idempotency import purge_expired_records
 from exchange.http.signatures import purge_expired_nonces
-from exchange.ledger.engine import release_expired_holds
+from exchange.ledger.expiry import release_expired_holds
 
 log = structlog.get_logger()
 

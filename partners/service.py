@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from exchange.base import utcnow, uuid7
 from exchange.errors import InvalidInput, KeyNotFound, PartnerNotFound
-from exchange.ledger.engine import GENESIS_HASH
+from exchange.ledger.chain import GENESIS_HASH
 from exchange.ledger.models import Account
 from exchange.ledger.parties import PartnerInfo
 from partners.models import KEY_ALGS, PARTNER_KINDS, Partner, PartnerKey

@@ -66,6 +66,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from exchange.base import utcnow
+from exchange.dialect import one_of
 from exchange.errors import (
     InvalidInput,
     SettlementAlreadyPaid,
@@ -73,13 +74,8 @@ from exchange.errors import (
     SettlementNotFound,
     SettlementOutOfOrder,
 )
-from exchange.ledger.engine import (
-    SEVERAL_COUNTERPARTIES,
-    Leg,
-    TransactionSpec,
-    one_of,
-    post_transaction,
-)
+from exchange.ledger.chain import SEVERAL_COUNTERPARTIES
+from exchange.ledger.engine import Leg, TransactionSpec, post_transaction
 from exchange.ledger.models import Account, LedgerTransaction, Posting
 from exchange.outbox import enqueue_event
 from exchange.settings import Settings

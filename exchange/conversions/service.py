@@ -2,7 +2,7 @@
 
 Every function works inside the caller's database transaction and never commits. A conversion
 builds its legs here and posts them with :func:`exchange.ledger.engine.post_transaction`; its
-``points`` is the member's source points ``P``, so :func:`exchange.ledger.service.reverse`
+``points`` is the member's source points ``P``, so :func:`exchange.ledger.reversal.reverse`
 reverses it, money legs included.
 
 Conversion of ``P`` points of brand A into brand B (fee and out:
@@ -35,7 +35,7 @@ from exchange.conversions.arithmetic import ConversionMoney, conversion_money
 from exchange.errors import InvalidInput
 from exchange.ledger.engine import Leg, PostedTransaction, TransactionSpec, post_transaction
 from exchange.ledger.parties import PartnerInfo
-from exchange.ledger.service import check_points
+from exchange.ledger.validation import check_points
 from exchange.outbox import enqueue_event
 from exchange.pricing.accounts import operator, settlement_accounts
 from exchange.pricing.quotes import (

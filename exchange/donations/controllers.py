@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from exchange.contract.schemas import CharityOut, DonationCreate, DonationOut
 from exchange.donations import service as donations
 from exchange.donations.receipts import signed_receipt
-from exchange.ledger import service as ledger
+from exchange.ledger import reads as ledger
 from exchange.ledger.parties import PartnerInfo
 from exchange.ledger.reads import transaction_view
 from exchange.ledger.receipts import balance_out, sign, transaction_out

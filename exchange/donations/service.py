@@ -1,7 +1,7 @@
 """Donations of a member's points to a charity, posted through the one engine.
 
 Every function works inside the caller's database transaction and never commits. A donation's
-``points`` is the member's ``P``, so :func:`exchange.ledger.service.reverse` reverses it, money
+``points`` is the member's ``P``, so :func:`exchange.ledger.reversal.reverse` reverses it, money
 legs included.
 
 Donation of ``P`` points of brand A to charity C
@@ -23,10 +23,11 @@ from exchange.contract.schemas import CharityOut
 from exchange.conversions.arithmetic import money_micros
 from exchange.donations.receipts import DonationReceipt
 from exchange.errors import BelowCharityMinimum, NotACharity, PartnerNotFound
-from exchange.ledger import service as ledger
+from exchange.ledger import members as ledger
 from exchange.ledger.engine import Leg, TransactionSpec, post_transaction
+from exchange.ledger.members import MemberAccount
 from exchange.ledger.parties import PartnerInfo
-from exchange.ledger.service import MemberAccount, check_points
+from exchange.ledger.validation import check_points
 from exchange.pricing.accounts import settlement_accounts
 from exchange.pricing.service import moment_of, value_in_force
 from partners.service import get_partner, list_partners

@@ -34,28 +34,20 @@ from dataclasses import dataclass
 from typing import Literal, cast
 
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
-from sqlalchemy import String, Table, and_, bindparam, func, select, text
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import Table, and_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from exchange.base import uuid7
+from exchange.dialect import probe_each, refuses_in_savepoint, serialise_on
 from exchange.errors import DomainError, InvalidInput, MemberNotFound
 from exchange.ledger.engine import PostedTransaction, TransactionSpec, post_transactions
+from exchange.ledger.members import MemberAccount, brand_currency, find_members
 from exchange.ledger.models import Account, LedgerTransaction, Member, Posting
+from exchange.ledger.operations import check_transfer, issue_spec, redeem_spec, transfer_spec
 from exchange.ledger.parties import PartnerInfo
-from exchange.ledger.service import (
-    MemberAccount,
-    PostingView,
-    brand_currency,
-    check_member_ref,
-    check_points,
-    check_transfer,
-    find_members,
-    issue_spec,
-    redeem_spec,
-    transfer_spec,
-)
+from exchange.ledger.reads import PostingView
+from exchange.ledger.validation import check_member_ref, check_points
 
 MAX_ITEMS = 1000
 MAX_KEY_LENGTH = 255
@@ -218,11 +210,7 @@ def _same_operation(item: BatchItem, stored: StoredTransaction) -> bool:
 async def _serialise_batches(session: AsyncSession, partner: PartnerInfo) -> None:
     """Queue behind the partner's batch in flight, if any, until its commit (see the module
     note); taken before the first read, so that what this batch reads includes that one's."""
-    if session.get_bind().dialect.name == "postgresql":
-        await session.execute(
-            text("SELECT pg_advisory_xact_lock(hashtextextended(:scope, 0))"),
-            {"scope": f"ledger-batch:{partner.id}"},
-        )
+    await serialise_on(session, f"ledger-batch:{partner.id}")
 
 
 async def stored_items(
@@ -241,26 +229,34 @@ async def stored_items(
         transaction_t.c.reference,
         transaction_t.c.created_at,
     )
-    mine = (transaction_t.c.partner_id == partner.id, transaction_t.c.batch_id.is_not(None))
-    wanted = sorted(set(keys))
-    if session.get_bind().dialect.name == "postgresql":
-        # One probe of the unique index per key, whatever the table's size or statistics: a
-        # LIMIT keeps the lateral subquery from being flattened into a join, so the planner
-        # cannot trade the probes for a scan of every item of the partner (which a stale
-        # estimate of a young table invites, and which a generic plan over a 1 000-element
-        # IN list makes a thousand comparisons a row).
-        key = (
-            func.unnest(bindparam("keys", wanted, type_=ARRAY(String)))
-            .table_valued("key")
-            .render_derived()
-        )
-        probe = select(*columns).where(*mine, transaction_t.c.idempotency_key == key.c.key)
-        query = select(probe.limit(1).lateral()).select_from(key)
-    else:
-        query = select(*columns).where(*mine, transaction_t.c.idempotency_key.in_(wanted))
+    mine = select(*columns).where(
+        transaction_t.c.partner_id == partner.id, transaction_t.c.batch_id.is_not(None)
+    )
+    # The unique index on item keys answers, one probe per key (see probe_each).
+    query = probe_each(session, mine, transaction_t.c.idempotency_key, sorted(set(keys)))
     found = (await session.execute(query)).all()
     if not found:
         return {}
+    postings = await _stored_postings(session, partner, [row.id for row in found])
+    return {
+        row.idempotency_key: StoredTransaction(
+            id=row.id,
+            kind=row.kind,
+            partner_id=row.partner_id,
+            points=row.points,
+            reference=row.reference,
+            idempotency_key=row.idempotency_key,
+            created_at=row.created_at,
+            postings=tuple(postings[row.id]),
+        )
+        for row in found
+    }
+
+
+async def _stored_postings(
+    session: AsyncSession, partner: PartnerInfo, transaction_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, list[PostingView]]:
+    """The postings of these transactions on the partner's accounts, by transaction."""
     rows = await session.execute(
         select(
             posting_t.c.transaction_id,
@@ -278,25 +274,15 @@ async def stored_items(
             and_(account_t.c.id == posting_t.c.account_id, account_t.c.partner_id == partner.id),
         )
         .outerjoin(member_t, member_t.c.id == account_t.c.member_id)
-        .where(posting_t.c.transaction_id.in_([row.id for row in found]))
+        .where(posting_t.c.transaction_id.in_(transaction_ids))
         .order_by(posting_t.c.id)
     )
-    postings: dict[uuid.UUID, list[PostingView]] = {row.id: [] for row in found}
+    postings: dict[uuid.UUID, list[PostingView]] = {
+        transaction_id: [] for transaction_id in transaction_ids
+    }
     for transaction_id, *posting in rows:
         postings[transaction_id].append(PostingView(*posting))
-    return {
-        row.idempotency_key: StoredTransaction(
-            id=row.id,
-            kind=row.kind,
-            partner_id=row.partner_id,
-            points=row.points,
-            reference=row.reference,
-            idempotency_key=row.idempotency_key,
-            created_at=row.created_at,
-            postings=tuple(postings[row.id]),
-        )
-        for row in found
-    }
+    return postings
 
 
 _ITEM_KEY_INDEX = "uq_ledger_transaction_batch_item_key"
@@ -336,7 +322,7 @@ async def post_batch(
     check_items(items)
     batch_id = batch_id or uuid7()
     await _serialise_batches(session, partner)
-    if session.get_bind().dialect.name == "postgresql":
+    if refuses_in_savepoint(session):
         try:
             async with session.begin_nested():
                 outcome = await _post_items(session, partner, items, batch_id, stored={})

@@ -24,18 +24,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from exchange.dialect import is_postgresql
 from exchange.errors import DomainError, MemberNotFound
 from exchange.ledger.engine import PostedTransaction, TransactionSpec, post_transactions
+from exchange.ledger.members import MemberAccount, brand_currency, find_members
+from exchange.ledger.operations import check_transfer, issue_spec, redeem_spec, transfer_spec
 from exchange.ledger.parties import PartnerInfo
-from exchange.ledger.service import (
-    MemberAccount,
-    brand_currency,
-    check_member_ref,
-    check_points,
-    check_transfer,
-    find_members,
-    issue_spec,
-    redeem_spec,
-    transfer_spec,
-)
+from exchange.ledger.validation import check_member_ref, check_points
 
 OperationKind = Literal["issue", "redeem", "transfer"]
 GROUP_COMMIT_OPT = "group_commit"
@@ -78,7 +70,8 @@ def _check(operation: SingleOperation) -> None:
     this holds for any caller)."""
     brand_currency(operation.caller)
     if operation.kind == "transfer":
-        check_transfer(*operation.member_refs, operation.points)
+        source, target = operation.member_refs
+        check_transfer(source, target, operation.points)
     else:
         check_points(operation.points)
         check_member_ref(operation.member_refs[0])

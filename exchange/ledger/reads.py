@@ -1,5 +1,5 @@
-"""Reads the API needs that the ledger and partner services do not offer (yet): a transaction with
-the postings its caller may see, a hold, the list of partners. Each is one query.
+"""What the ledger shows a partner: a member's balance and history, a transaction with the
+postings its caller may see, a hold. Each is one query (a balance, two).
 
 A partner may see a transaction it made, or one that touched its accounts; of the postings it
 sees only those on its own accounts (a conversion's other leg belongs to the other brand).
@@ -7,18 +7,134 @@ Anything else is "not found", so that nobody learns what exists beyond its own."
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import json
 import uuid
 from dataclasses import dataclass
+from typing import cast
 
-from sqlalchemy import and_, bindparam, join, outerjoin, select
+from sqlalchemy import Table, and_, bindparam, join, outerjoin, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from exchange.base import utcnow
-from exchange.errors import HoldNotFound, TransactionNotFound
+from exchange.errors import HoldNotFound, InvalidInput, TransactionNotFound
+from exchange.ledger.expiry import active_held
+from exchange.ledger.holds import HoldView
+from exchange.ledger.members import brand_currency, get_member
 from exchange.ledger.models import Account, Hold, LedgerTransaction, Member, Posting
 from exchange.ledger.parties import PartnerInfo
-from exchange.ledger.service import HoldView, PostingView
+
+account_t = cast(Table, Account.__table__)
+posting_t = cast(Table, Posting.__table__)
+transaction_t = cast(Table, LedgerTransaction.__table__)
+
+
+@dataclass(frozen=True)
+class PostingView:
+    """A posting as a partner is shown it: on one of its accounts, with the member's ref."""
+
+    account_id: int
+    account_kind: str
+    member_ref: str | None
+    ledger: str
+    seq: int
+    amount: int
+    balance_after: int
+    hash: bytes
+
+
+@dataclass(frozen=True)
+class MemberBalance:
+    member_ref: str
+    currency: str
+    account_id: int
+    balance: int
+    held: int
+    available: int
+    seq: int
+    head_hash: bytes
+
+
+async def member_balance(
+    session: AsyncSession, partner: PartnerInfo, member_ref: str
+) -> MemberBalance:
+    """Balance, points held by live holds, and what is available, with the account's chain head."""
+    currency = brand_currency(partner)
+    member = await get_member(session, partner, member_ref)
+    row = (
+        await session.execute(
+            select(account_t.c.balance, account_t.c.seq, account_t.c.head_hash).where(
+                account_t.c.id == member.account_id
+            )
+        )
+    ).one()
+    held = await active_held(session, member.account_id)
+    return MemberBalance(
+        member_ref, currency, member.account_id, row.balance, held,
+        row.balance - held, row.seq, row.head_hash,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    transaction_id: uuid.UUID
+    kind: str
+    seq: int
+    amount: int
+    balance_after: int
+    reference: str | None
+    created_at: dt.datetime
+
+
+def encode_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"seq": seq}).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        seq = json.loads(base64.urlsafe_b64decode(padded.encode()))["seq"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InvalidInput("cursor is not one this service gave", field="cursor") from exc
+    if type(seq) is not int or seq < 1:
+        raise InvalidInput("cursor is not one this service gave", field="cursor")
+    return seq
+
+
+async def member_history(
+    session: AsyncSession,
+    partner: PartnerInfo,
+    member_ref: str,
+    *,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> tuple[list[HistoryEntry], str | None]:
+    """The member's postings, newest first, by keyset on the account sequence."""
+    if type(limit) is not int or not 1 <= limit <= 500:
+        raise InvalidInput("limit must be 1 to 500", field="limit")
+    member = await get_member(session, partner, member_ref)
+    query = (
+        select(
+            posting_t.c.transaction_id,
+            transaction_t.c.kind,
+            posting_t.c.seq,
+            posting_t.c.amount,
+            posting_t.c.balance_after,
+            transaction_t.c.reference,
+            posting_t.c.created_at,
+        )
+        .join(transaction_t, transaction_t.c.id == posting_t.c.transaction_id)
+        .where(posting_t.c.account_id == member.account_id)
+        .order_by(posting_t.c.seq.desc())
+        .limit(limit + 1)
+    )
+    if cursor is not None:
+        query = query.where(posting_t.c.seq < decode_cursor(cursor))
+    rows = (await session.execute(query)).all()
+    entries = [HistoryEntry(*row) for row in rows[:limit]]
+    next_cursor = encode_cursor(entries[-1].seq) if len(rows) > limit else None
+    return entries, next_cursor
 
 
 @dataclass(frozen=True)

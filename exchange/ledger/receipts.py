@@ -24,8 +24,8 @@ from exchange.contract.schemas import (
     TransactionReceiptOut,
 )
 from exchange.ledger.engine import PostedTransaction
-from exchange.ledger.reads import TransactionView
-from exchange.ledger.service import HoldView, MemberBalance
+from exchange.ledger.holds import HoldView
+from exchange.ledger.reads import MemberBalance, TransactionView
 from exchange.signing import ExchangeKeys
 
 

@@ -6,7 +6,11 @@ account's sequence, an inserted one runs past the account head or breaks a seque
 them leaves its transaction unbalanced.
 
 Memory grows with the number of accounts (their heads and running walks are kept) and stays flat
-in the number of postings, which are streamed in id order (every account's seq order)."""
+in the number of postings, which are streamed in id order (every account's seq order).
+
+One module, though a long one: the walk, its second half in another process and the join of
+the two share one walk state and one wording of faults, and read best side by side (the second
+half must name a bad posting exactly as a single walk would)."""
 
 from __future__ import annotations
 
@@ -17,11 +21,11 @@ import json
 import re
 import sys
 import uuid
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Select, and_, func, select, text
+from sqlalchemy import and_, func, select, text
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -30,14 +34,8 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.pool import NullPool
 
-from exchange.ledger.engine import (
-    _POSTING_LAYOUT,
-    _POSTING_LAYOUT_V2,
-    _POSTING_PREFIX,
-    _POSTING_PREFIX_V2,
-    GENESIS_HASH,
-    posting_hash,
-)
+from exchange.dialect import aggregate_in_memory, can_read_apart, chunks, uuid_bytes
+from exchange.ledger.chain import GENESIS_HASH, POSTING_LAYOUT, POSTING_PREFIX, posting_hash
 from exchange.ledger.models import Account, Hold, Posting
 
 MAX_FAULTS = 100
@@ -160,8 +158,12 @@ def _check_posting(walk: _Walk, row: Any, report: VerifyReport) -> None:
         # An open walk's first posting: where it starts, checked when the walks are joined.
         walk.seq, walk.balance, walk.head = seq - 1, balance_after - amount, prev_hash
     problem = _link_problem(walk, posting_id, seq, amount, balance_after, prev_hash)
-    if problem is None and digest != posting_hash(
-        account_id, seq, transaction_id, amount, balance_after, prev_hash, counterparty
+    if problem is None and (
+        counterparty is None
+        or digest
+        != posting_hash(
+            account_id, seq, transaction_id, amount, balance_after, prev_hash, counterparty
+        )
     ):
         problem = f"posting {posting_id} does not hash to its recorded hash"
     if seq > walk.account[4] and walk.beyond_head is None:
@@ -193,9 +195,7 @@ async def verify_ledger(session: AsyncSession, *, split_at: int | None = None) -
     Python's one core); ``split_at`` sets where the second half starts. Otherwise everything
     runs in the session, in turn."""
     connection = await session.connection()
-    if connection.dialect.name == "postgresql" and await connection.scalar(
-        text("SELECT pg_current_xact_id_if_assigned() IS NULL")
-    ):
+    if await can_read_apart(connection):
         return await _verify_in_snapshot(connection.engine, split_at)
     report = VerifyReport()
     walks = {row[0]: _Walk(row) for row in await _accounts(connection)}
@@ -288,16 +288,20 @@ async def _walk(
     from_id: int | None = None,
 ) -> None:
     """The chains of postings with ids in ``[from_id, below)``, posting by posting (the chain,
-    seq, balance and hash checks), carrying ``walks`` on."""
-    postgres = connection.dialect.name == "postgresql"
+    seq, balance and hash checks), carrying ``walks`` on.
+
+    One function for the loop that is the whole cost of verify: a posting that checks out is
+    handled inline, with local names and no call; anything else goes to ``_check_posting``."""
     # The transaction id as its 16 bytes, which is what is hashed: on PostgreSQL straight from
     # the server (decoding a UUID object per row only to take its bytes cost a tenth of the
-    # walk); SQLite's rows are converted below. The posting's ledger is checked against its
-    # account's by the set checks, in SQL.
+    # walk); SQLite's rows (UUIDs) are converted below. The posting's ledger is checked against
+    # its account's by the set checks, in SQL.
+    as_bytes = uuid_bytes(connection, posting_t.c.transaction_id)
+    convert = as_bytes is posting_t.c.transaction_id  # the server sends UUIDs, not their bytes
     postings = select(
         posting_t.c.account_id,
         posting_t.c.id,
-        func.uuid_send(posting_t.c.transaction_id) if postgres else posting_t.c.transaction_id,
+        as_bytes,
         posting_t.c.seq,
         posting_t.c.amount,
         posting_t.c.balance_after,
@@ -318,12 +322,11 @@ async def _walk(
     # The loop below is the whole cost of verify (a few microseconds a posting, in Python), so a
     # posting that checks out is handled inline with local names; anything else goes to
     # ``_check_posting``, which names the fault.
-    sha256, pack, prefix = hashlib.sha256, _POSTING_LAYOUT_V2.pack, _POSTING_PREFIX_V2
-    pack_v1, prefix_v1 = _POSTING_LAYOUT.pack, _POSTING_PREFIX
-    async with contextlib.aclosing(_chunks(connection, postings)) as chunks:
-        async for rows in chunks:
+    sha256, pack, prefix = hashlib.sha256, POSTING_LAYOUT.pack, POSTING_PREFIX
+    async with contextlib.aclosing(chunks(connection, postings, _CHUNK)) as read:
+        async for rows in read:
             report.postings += len(rows)
-            chunk = rows if postgres else [(r[0], r[1], r[2].bytes, *r[3:]) for r in rows]
+            chunk = [(r[0], r[1], r[2].bytes, *r[3:]) for r in rows] if convert else rows
             for row in chunk:
                 (account_id, posting_id, transaction_id, seq, amount, balance_after, prev_hash,
                  digest, counterparty) = row  # fmt: skip
@@ -339,13 +342,11 @@ async def _walk(
                     and seq <= walk.account[4]
                     and prev_hash == walk.head
                     and balance_after == walk.balance + amount
+                    and counterparty is not None
                     and digest
                     == sha256(
                         pack(prefix, account_id, seq, transaction_id, amount, balance_after,
                              prev_hash, counterparty)
-                        if counterparty is not None
-                        else pack_v1(prefix_v1, account_id, seq, transaction_id, amount,
-                                     balance_after, prev_hash)
                     ).digest()
                 ):  # fmt: skip
                     walk.balance, walk.seq, walk.head = balance_after, seq, digest
@@ -454,9 +455,8 @@ async def _set_checks(connection: AsyncConnection, report: VerifyReport) -> None
     """What one aggregate each finds: transactions that do not sum to zero per ledger, postings
     on another ledger than their account's (the hash does not cover the ledger), and accounts
     whose ``held`` is not the sum of their active holds."""
-    if connection.dialect.name == "postgresql":
-        # The zero-sum aggregate hashes every transaction: memory for that, not a spill.
-        await connection.execute(text("SET LOCAL work_mem = '256MB'"))
+    # The zero-sum aggregate hashes every transaction: memory for that, not a spill.
+    await aggregate_in_memory(connection)
     unbalanced = await connection.execute(
         select(posting_t.c.transaction_id, posting_t.c.ledger, func.sum(posting_t.c.amount),
                func.min(posting_t.c.id))
@@ -509,43 +509,6 @@ def _fault_order(fault: Fault) -> tuple[int, int]:
     """Chain faults first, in posting order: the first fault names the first bad posting."""
     rank = {"chain": 0, "orphan": 0, "account-head": 1, "zero-sum": 2}.get(fault.kind, 3)
     return (rank, fault.posting_id or 0)
-
-
-async def _chunks(
-    connection: AsyncConnection, query: Select[Any]
-) -> AsyncGenerator[Sequence[Any], None]:
-    """The rows of ``query`` in chunks, memory flat however large the ledger.
-
-    On PostgreSQL this reads asyncpg's own server-side cursor and fetches the next chunk while
-    the caller hashes the current one: verify is bound by decoding rows, and SQLAlchemy's async
-    adaptation roughly doubled that cost per row. Elsewhere it streams through SQLAlchemy."""
-    if connection.dialect.name != "postgresql":
-        result = await connection.stream(query.execution_options(yield_per=_CHUNK))
-        async for partition in result.partitions():
-            yield partition
-        return
-    # Opens the driver's transaction, which asyncpg's cursors need (on a connection that has
-    # not run anything yet).
-    await connection.execute(text("SELECT 1"))
-    raw = (await connection.get_raw_connection()).driver_connection
-    assert raw is not None
-    compiled = query.compile(dialect=connection.dialect)
-    params = [compiled.params[name] for name in compiled.positiontup or ()]
-    cursor = await raw.cursor(str(compiled), *params)
-    pending = asyncio.ensure_future(cursor.fetch(_CHUNK))
-    try:
-        while True:
-            chunk = await pending
-            if not chunk:
-                return
-            pending = asyncio.ensure_future(cursor.fetch(_CHUNK))
-            yield chunk
-    finally:
-        # Closed early (the caller failed): let the fetch in flight finish, so that the
-        # connection is free for the rollback that follows.
-        if not pending.done():
-            with contextlib.suppress(Exception):
-                await pending
 
 
 if __name__ == "__main__":

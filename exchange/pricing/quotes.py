@@ -45,9 +45,10 @@ from exchange.errors import (
     SameBrand,
     ZeroOutput,
 )
-from exchange.ledger import service as ledger
+from exchange.ledger import members as ledger
+from exchange.ledger.members import MemberAccount
 from exchange.ledger.parties import PartnerInfo
-from exchange.ledger.service import MemberAccount, check_member_ref, check_points
+from exchange.ledger.validation import check_member_ref, check_points
 from exchange.pricing.models import Quote
 from exchange.pricing.service import (
     brand_by_currency,

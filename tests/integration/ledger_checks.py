@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from exchange.ledger.engine import GENESIS_HASH, posting_hash
+from exchange.ledger.chain import GENESIS_HASH, posting_hash
 from exchange.ledger.models import Account, Hold, Posting
 from exchange.ledger.parties import PartnerInfo
 from exchange.ledger.verify import verify_ledger
@@ -32,11 +32,11 @@ def expected_hash(
     amount: int,
     balance_after: int,
     prev_hash: bytes,
-    counterparty: int | None = None,
+    counterparty: int,
 ) -> bytes:
-    """SHA-256 of ``posting/v1\\0``, account id and seq (big-endian int64), the transaction's 16
-    UUID bytes, amount and balance after (big-endian int64), then the previous hash; with a
-    counterparty, ``posting/v2\\0`` and the same, then the counterparty account (int64)."""
+    """SHA-256 of ``posting/v2\\0``, account id and seq (big-endian int64), the transaction's 16
+    UUID bytes, amount and balance after (big-endian int64), the previous hash, then the
+    counterparty account (int64)."""
     body = (
         account_id.to_bytes(8, "big", signed=True)
         + seq.to_bytes(8, "big", signed=True)
@@ -45,8 +45,6 @@ def expected_hash(
         + struct.pack(">q", balance_after)
         + prev_hash
     )
-    if counterparty is None:
-        return hashlib.sha256(b"posting/v1\x00" + body).digest()
     return hashlib.sha256(b"posting/v2\x00" + body + struct.pack(">q", counterparty)).digest()
 
 

@@ -257,7 +257,7 @@ DAY2_INSTRUCTIONS = [(1, "HTL", "SKY", 200), (2, "HTL", "AID", 100), (3, "HTL", 
 
 async def post_day1(sessions: async_sessionmaker[AsyncSession], cast: Cast) -> int:
     """T1 to T6; returns how many money postings they made."""
-    from exchange.ledger import service
+    from exchange.ledger.reversal import reverse
 
     await convert(sessions, cast.sky, cast.htl, cast.op, 61_872_525, 1_234_500, points=10_000)
     await convert(sessions, cast.htl, cast.ret, cast.op, 9_959_950, 208_325, points=5_000)
@@ -265,7 +265,7 @@ async def post_day1(sessions: async_sessionmaker[AsyncSession], cast: Cast) -> i
     await donate(sessions, cast.ret, cast.aid, 777_777, points=777)
     await convert(sessions, cast.ret, cast.sky, cast.op, 3_703_500, 0, points=3_000)
     async with sessions() as session, session.begin():
-        await service.reverse(session, cast.sky, t3, 1_000)
+        await reverse(session, cast.sky, t3, 1_000)
     return 3 + 3 + 2 + 2 + 2 + 2
 
 

@@ -16,9 +16,10 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from exchange.ledger.members import enrol_member
 from exchange.ledger.models import LedgerTransaction
+from exchange.ledger.operations import issue
 from exchange.ledger.parties import PartnerInfo
-from exchange.ledger.service import enrol_member, issue
 from exchange.ledger.verify import verify_ledger
 from exchange.signing import verify_document
 from tests.integration.conftest import Partners, SignedApi

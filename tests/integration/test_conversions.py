@@ -42,9 +42,12 @@ from exchange.errors import (
     UnknownCurrency,
     ZeroOutput,
 )
-from exchange.ledger import service as ledger
+from exchange.ledger.members import enrol_member
 from exchange.ledger.models import LedgerTransaction
+from exchange.ledger.operations import issue, redeem
 from exchange.ledger.parties import PartnerInfo
+from exchange.ledger.reads import member_balance
+from exchange.ledger.reversal import reverse
 from exchange.ledger.verify import verify_ledger
 from exchange.pricing import quotes
 from exchange.pricing import service as rates
@@ -76,9 +79,9 @@ async def priced(sessions: Sessions, sky: PartnerInfo, htl: PartnerInfo) -> dict
 async def alice(sessions: Sessions, sky: PartnerInfo, htl: PartnerInfo) -> str:
     """Alice: a member of both brands, with 20 000 SKY and no HTL."""
     async with sessions() as s, s.begin():
-        await ledger.enrol_member(s, sky, "alice")
-        await ledger.enrol_member(s, htl, "alice")
-        await ledger.issue(s, sky, "alice", 20_000)
+        await enrol_member(s, sky, "alice")
+        await enrol_member(s, htl, "alice")
+        await issue(s, sky, "alice", 20_000)
     return "alice"
 
 
@@ -147,7 +150,7 @@ async def test_member_converts_10_000_sky_to_htl_at_1000_to_750_with_1_percent_f
     # Reverse 3 333 of the 10 000 points: cumulative floors, the largest leg of each ledger
     # (SKY's issuance, HTL's issuance, SKY's settlement) taking the difference.
     async with sessions() as s, s.begin():
-        first = await ledger.reverse(s, sky, conversion.transaction_id, 3_333)
+        first = await reverse(s, sky, conversion.transaction_id, 3_333)
     async with sessions() as s:
         assert await postings(s, first.id) == {
             "SKY:alice": 3_333,
@@ -160,7 +163,7 @@ async def test_member_converts_10_000_sky_to_htl_at_1000_to_750_with_1_percent_f
         }
     # ... and the other 6 667: each leg's remainder, exactly.
     async with sessions() as s, s.begin():
-        rest = await ledger.reverse(s, sky, conversion.transaction_id)
+        rest = await reverse(s, sky, conversion.transaction_id)
     assert rest.points == 6_667
     async with sessions() as s:
         assert await postings(s, rest.id) == {
@@ -256,9 +259,9 @@ async def test_conversions_balance_on_every_ledger_and_reverse_to_nothing(
     # Every example prices at its own future moment, under versions that take effect then.
     at = utcnow() + dt.timedelta(days=1, seconds=next(_moments))
     async with sessions() as s, s.begin():
-        await ledger.enrol_member(s, sky, "pat")
-        await ledger.enrol_member(s, htl, "pat")
-        await ledger.issue(s, sky, "pat", p)
+        await enrol_member(s, sky, "pat")
+        await enrol_member(s, htl, "pat")
+        await issue(s, sky, "pat", p)
         await rates.set_point_value(s, "SKY", source_value, effective_at=at)
         await rates.set_point_value(s, "HTL", destination_value, effective_at=at)
         rate = await rates.set_rate(
@@ -303,7 +306,7 @@ async def test_conversions_balance_on_every_ledger_and_reverse_to_nothing(
 
     # The full reversal puts every balance back where it was before the conversion.
     async with sessions() as s, s.begin():
-        await ledger.reverse(s, sky, conversion.transaction_id)
+        await reverse(s, sky, conversion.transaction_id)
     async with sessions() as s:
         assert await balances(s) == before
         assert set((await ledger_sums(s)).values()) == {0}
@@ -339,14 +342,14 @@ async def world(
     car = await make_partner(sessions, settings, "brand", "Car Rental", "CAR")
     charity = await make_partner(sessions, settings, "charity", "Clean Water")
     async with sessions() as s, s.begin():
-        await ledger.enrol_member(s, car, "alice")
+        await enrol_member(s, car, "alice")
         await rates.set_rate(s, "SKY", "CAR", from_points=1, to_points=1, fee_bps=0)
         await rates.set_rate(
             s, "HTL", "SKY", from_points=1_000, to_points=1, fee_bps=0, min_points=0
         )
-        await ledger.enrol_member(s, htl, "bob")
-        await ledger.issue(s, htl, "bob", 10_000)
-        await ledger.enrol_member(s, sky, "bob")
+        await enrol_member(s, htl, "bob")
+        await issue(s, htl, "bob", 10_000)
+        await enrol_member(s, sky, "bob")
     return {"sky": sky, "htl": htl, "car": car, "charity": charity}
 
 
@@ -474,14 +477,14 @@ async def test_a_refused_conversion_leaves_its_quote_unspent(
     sky = world["sky"]
     async with sessions() as s, s.begin():
         quote = await quotes.create_quote(s, sky, "alice", "HTL", "alice", 20_000)
-        await ledger.redeem(s, sky, "alice", 1)
+        await redeem(s, sky, "alice", 1)
     await _refused(
         sessions,
         InsufficientPoints,
         lambda s: conversions.post_conversion(s, sky, None, None, None, None, quote_id=quote.id),
     )
     async with sessions() as s, s.begin():
-        await ledger.issue(s, sky, "alice", 1)
+        await issue(s, sky, "alice", 1)
         spent = await conversions.post_conversion(s, sky, None, None, None, None, quote_id=quote.id)
     assert spent.out == quote.out
 
@@ -534,7 +537,7 @@ async def test_one_quote_is_spent_once_under_concurrency(
     assert len(spent) == 1
     assert all(isinstance(o, QuoteUsed) for o in refused), refused
     async with sessions() as s:
-        assert (await ledger.member_balance(s, sky, "alice")).balance == 19_000
+        assert (await member_balance(s, sky, "alice")).balance == 19_000
     await _assert_balanced(sessions)
 
 
@@ -550,8 +553,8 @@ async def test_opposite_conversions_race_without_deadlock(
         await rates.set_rate(s, "HTL", "SKY", from_points=750, to_points=1_000, fee_bps=150)
         for member in members:
             for brand in (sky, htl):
-                await ledger.enrol_member(s, brand, member)
-                await ledger.issue(s, brand, member, 1_000_000)
+                await enrol_member(s, brand, member)
+                await issue(s, brand, member, 1_000_000)
 
     async def convert(i: int, source: PartnerInfo, to: str) -> conversions.Conversion:
         async with sessions() as s, s.begin():

@@ -17,9 +17,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from exchange.base import utcnow, uuid7
-from exchange.ledger import engine as ledger_engine
-from exchange.ledger import service
+from exchange.dialect import insert_columns
+from exchange.ledger.members import enrol_member
 from exchange.ledger.models import Account, LedgerTransaction, Posting
+from exchange.ledger.operations import issue, redeem
 from exchange.ledger.parties import PartnerInfo
 from tests.integration.ledger_checks import ZERO_HASH, assert_ledger_whole, snapshot
 
@@ -34,11 +35,11 @@ async def ledger(sessions: Sessions, sky: PartnerInfo, htl: PartnerInfo) -> dict
     """alice: 100 SKY issued, 40 redeemed; hana: 10 HTL. Returns the member account ids, and
     the id of the issuance shard alice meets (``sky_issuance``)."""
     async with sessions() as s, s.begin():
-        alice, _ = await service.enrol_member(s, sky, "alice")
-        await service.issue(s, sky, "alice", 100)
-        await service.redeem(s, sky, "alice", 40)
-        hana, _ = await service.enrol_member(s, htl, "hana")
-        await service.issue(s, htl, "hana", 10)
+        alice, _ = await enrol_member(s, sky, "alice")
+        await issue(s, sky, "alice", 100)
+        await redeem(s, sky, "alice", 40)
+        hana, _ = await enrol_member(s, htl, "hana")
+        await issue(s, htl, "hana", 10)
     return {
         "alice": alice.account_id,
         "hana": hana.account_id,
@@ -222,14 +223,14 @@ async def test_rows_sent_by_copy_meet_the_same_guard(
     columns = {name: [row[name] for row in rows] for name in rows[0] if name != "created_at"}
     async with sessions() as s:
         await s.begin()
-        await ledger_engine._insert(
+        await insert_columns(
             s, transaction_t, {"id": [transaction_id], "kind": ["issue"],
             "partner_id": [sky.id], "points": [64]}, {"created_at": now},
         )  # fmt: skip
         with pytest.raises(
             asyncpg.IntegrityConstraintViolationError, match="does not sum to zero on ledger SKY"
         ):
-            await ledger_engine._insert(s, posting_t, columns, {"created_at": now})
+            await insert_columns(s, posting_t, columns, {"created_at": now})
         await s.rollback()
     async with sessions() as s:
         assert await snapshot(s) == before
@@ -393,7 +394,7 @@ async def test_accounts_and_partners_are_never_deleted(
     """Postings and transactions name them; the database refuses to remove them, even an
     account without a posting."""
     async with sessions() as s, s.begin():
-        bob, _ = await service.enrol_member(s, sky, "bob")
+        bob, _ = await enrol_member(s, sky, "bob")
     for statement in (
         f"DELETE FROM account WHERE id = {bob.account_id}",
         f"DELETE FROM account WHERE id = {ledger['alice']}",

@@ -25,9 +25,11 @@ from exchange.errors import (
     NotACharity,
     PointValueNotFound,
 )
-from exchange.ledger import service as ledger
+from exchange.ledger.members import enrol_member
 from exchange.ledger.models import LedgerTransaction
+from exchange.ledger.operations import issue
 from exchange.ledger.parties import PartnerInfo
+from exchange.ledger.reversal import reverse
 from exchange.ledger.verify import verify_ledger
 from exchange.pricing import service as rates
 from exchange.settings import Settings
@@ -49,8 +51,8 @@ async def alice(sessions: Sessions, sky: PartnerInfo) -> str:
     """Alice, a SKY member with 20 000 points; SKY points worth 12 000 micros each."""
     async with sessions() as s, s.begin():
         await rates.set_point_value(s, "SKY", 12_000)
-        await ledger.enrol_member(s, sky, "alice")
-        await ledger.issue(s, sky, "alice", 20_000)
+        await enrol_member(s, sky, "alice")
+        await issue(s, sky, "alice", 20_000)
     return "alice"
 
 
@@ -87,7 +89,7 @@ async def test_member_donates_5_000_sky_to_a_charity(
 
     # Reverse 1 234 points, then the other 3 766: the money follows the points exactly.
     async with sessions() as s, s.begin():
-        first = await ledger.reverse(s, sky, receipt.id, 1_234)
+        first = await reverse(s, sky, receipt.id, 1_234)
     async with sessions() as s:
         assert await postings(s, first.id) == {
             "SKY:alice": 1_234,
@@ -96,7 +98,7 @@ async def test_member_donates_5_000_sky_to_a_charity(
             "EUR:Clean Water": -14_808_000,
         }
     async with sessions() as s, s.begin():
-        rest = await ledger.reverse(s, sky, receipt.id)
+        rest = await reverse(s, sky, receipt.id)
     async with sessions() as s:
         assert await postings(s, rest.id) == {
             "SKY:alice": 3_766,
@@ -192,8 +194,8 @@ async def test_a_donation_needs_a_point_value_in_force(
     sessions: Sessions, sky: PartnerInfo, htl: PartnerInfo, charity: PartnerInfo
 ) -> None:
     async with sessions() as s, s.begin():
-        await ledger.enrol_member(s, htl, "bob")
-        await ledger.issue(s, htl, "bob", 1_000)
+        await enrol_member(s, htl, "bob")
+        await issue(s, htl, "bob", 1_000)
     await _refused(
         sessions,
         PointValueNotFound,

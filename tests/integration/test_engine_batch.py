@@ -24,17 +24,11 @@ from exchange.ledger.engine import (
     post_transaction,
     post_transactions,
 )
+from exchange.ledger.holds import place_hold
+from exchange.ledger.members import MemberAccount, enrol_member, find_members
 from exchange.ledger.models import Hold, Posting
+from exchange.ledger.operations import issue_spec, redeem_spec, transfer_spec
 from exchange.ledger.parties import PartnerInfo
-from exchange.ledger.service import (
-    MemberAccount,
-    enrol_member,
-    find_members,
-    issue_spec,
-    place_hold,
-    redeem_spec,
-    transfer_spec,
-)
 from exchange.ledger.verify import verify_ledger
 from tests.integration.ledger_checks import (
     Line,
@@ -242,7 +236,7 @@ async def test_postings_take_the_databases_clock_not_the_process(
     async with sessions() as session, session.begin():
         first = await post_transaction(session, issue_spec(sky, alice, 10))
     monkeypatch.setattr(
-        "exchange.ledger.engine.utcnow",
+        "exchange.dialect.utcnow",
         lambda: dt.datetime.now(dt.UTC) - dt.timedelta(hours=1),
     )
     async with sessions() as session, session.begin():

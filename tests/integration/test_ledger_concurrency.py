@@ -16,9 +16,13 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from exchange.errors import DomainError, InsufficientPoints, ReversalExceedsOriginal
-from exchange.ledger import service
+from exchange.ledger.holds import HoldView, place_hold
+from exchange.ledger.members import enrol_member
 from exchange.ledger.models import Member
+from exchange.ledger.operations import issue, redeem, transfer
 from exchange.ledger.parties import PartnerInfo
+from exchange.ledger.reads import member_balance, member_history
+from exchange.ledger.reversal import reverse
 from tests.integration.ledger_checks import assert_ledger_whole, assert_outstanding
 
 pytestmark = pytest.mark.postgres_only
@@ -45,14 +49,14 @@ async def race(
 async def funded(sessions: Sessions, brand: PartnerInfo, **members: int) -> None:
     async with sessions() as s, s.begin():
         for ref, points in members.items():
-            await service.enrol_member(s, brand, ref)
+            await enrol_member(s, brand, ref)
             if points:
-                await service.issue(s, brand, ref, points)
+                await issue(s, brand, ref, points)
 
 
 async def points_of(sessions: Sessions, brand: PartnerInfo, ref: str) -> tuple[int, int, int]:
     async with sessions() as s:
-        balance = await service.member_balance(s, brand, ref)
+        balance = await member_balance(s, brand, ref)
     return balance.balance, balance.held, balance.available
 
 
@@ -65,9 +69,7 @@ async def test_two_hundred_redemptions_of_one_point_against_a_hundred(
 ) -> None:
     """alice has 100 SKY; 200 redemptions of 1 arrive at once: exactly 100 go through."""
     await funded(sessions, sky, alice=100)
-    outcomes = await race(
-        sessions, [lambda s: service.redeem(s, sky, "alice", 1) for _ in range(200)]
-    )
+    outcomes = await race(sessions, [lambda s: redeem(s, sky, "alice", 1) for _ in range(200)])
     assert tally(outcomes) == {"ok": 100, "InsufficientPoints": 100}
     for refusal in outcomes:
         if isinstance(refusal, InsufficientPoints):
@@ -76,7 +78,7 @@ async def test_two_hundred_redemptions_of_one_point_against_a_hundred(
     async with sessions() as s:
         await assert_outstanding(s, sky, 0)
         await assert_ledger_whole(s)
-        history, _ = await service.member_history(s, sky, "alice", limit=500)
+        history, _ = await member_history(s, sky, "alice", limit=500)
     # seq 1 is the issue; then 100 redemptions, each one point lower, with no gap or repeat.
     assert [(h.seq, h.balance_after) for h in reversed(history)] == [(1, 100)] + [
         (seq, 101 - seq) for seq in range(2, 102)
@@ -91,12 +93,12 @@ async def test_holds_and_redemptions_racing_never_overdraw(
     await funded(sessions, sky, alice=100)
     calls: list[Callable[[AsyncSession], Awaitable[Any]]] = []
     for _ in range(100):
-        calls.append(lambda s: service.place_hold(s, sky, "alice", 1, expires_in=3600))
-        calls.append(lambda s: service.redeem(s, sky, "alice", 1))
+        calls.append(lambda s: place_hold(s, sky, "alice", 1, expires_in=3600))
+        calls.append(lambda s: redeem(s, sky, "alice", 1))
     outcomes = await race(sessions, calls)
     counts = tally(outcomes)
     assert counts == {"ok": 100, "InsufficientPoints": 100}
-    held = sum(1 for o in outcomes if isinstance(o, service.HoldView))
+    held = sum(1 for o in outcomes if isinstance(o, HoldView))
     assert await points_of(sessions, sky, "alice") == (held, held, 0)
     async with sessions() as s:
         await assert_ledger_whole(s)
@@ -109,8 +111,8 @@ async def test_opposite_transfers_do_not_deadlock(sessions: Sessions, sky: Partn
     await funded(sessions, sky, alice=1000, bob=1000)
     calls: list[Callable[[AsyncSession], Awaitable[Any]]] = []
     for _ in range(100):
-        calls.append(lambda s: service.transfer(s, sky, "alice", "bob", 3))
-        calls.append(lambda s: service.transfer(s, sky, "bob", "alice", 2))
+        calls.append(lambda s: transfer(s, sky, "alice", "bob", 3))
+        calls.append(lambda s: transfer(s, sky, "bob", "alice", 2))
     outcomes = await race(sessions, calls)
     assert tally(outcomes) == {"ok": 200}
     assert await points_of(sessions, sky, "alice") == (900, 0, 900)
@@ -121,9 +123,7 @@ async def test_opposite_transfers_do_not_deadlock(sessions: Sessions, sky: Partn
 
 
 async def test_concurrent_enrolments_make_one_member(sessions: Sessions, sky: PartnerInfo) -> None:
-    outcomes = await race(
-        sessions, [lambda s: service.enrol_member(s, sky, "carol") for _ in range(30)]
-    )
+    outcomes = await race(sessions, [lambda s: enrol_member(s, sky, "carol") for _ in range(30)])
     assert tally(outcomes) == {"ok": 30}
     created = [was_created for _, was_created in outcomes]
     assert created.count(True) == 1
@@ -140,10 +140,8 @@ async def test_concurrent_reversals_are_capped_at_the_original(
     and alice ends with nothing."""
     await funded(sessions, sky, alice=0)
     async with sessions() as s, s.begin():
-        issued = await service.issue(s, sky, "alice", 100)
-    outcomes = await race(
-        sessions, [lambda s: service.reverse(s, sky, issued.id, 10) for _ in range(20)]
-    )
+        issued = await issue(s, sky, "alice", 100)
+    outcomes = await race(sessions, [lambda s: reverse(s, sky, issued.id, 10) for _ in range(20)])
     assert tally(outcomes) == {"ok": 10, "ReversalExceedsOriginal": 10}
     for refusal in outcomes:
         if isinstance(refusal, ReversalExceedsOriginal):

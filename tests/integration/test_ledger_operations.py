@@ -16,10 +16,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from exchange.base import utcnow
 from exchange.errors import HoldNotActive, ReversalExceedsOriginal
-from exchange.ledger import service
-from exchange.ledger.engine import release_expired_holds
+from exchange.ledger.expiry import release_expired_holds
+from exchange.ledger.holds import capture_hold, place_hold, void_hold
+from exchange.ledger.members import enrol_member
 from exchange.ledger.models import Account, Hold, LedgerTransaction, Member
+from exchange.ledger.operations import issue, redeem, transfer
 from exchange.ledger.parties import PartnerInfo
+from exchange.ledger.reads import member_balance, member_history
+from exchange.ledger.reversal import reverse
 from tests.integration.ledger_checks import (
     Line,
     account_row,
@@ -46,7 +50,7 @@ class Enrolled:
 
 async def enrol(sessions: Sessions, brand: PartnerInfo, ref: str) -> Enrolled:
     async with sessions() as s, s.begin():
-        member, created = await service.enrol_member(s, brand, ref)
+        member, created = await enrol_member(s, brand, ref)
         assert created
         # The shard is found here from the table, not taken from the service's answer.
         issuance = await s.scalar(
@@ -63,13 +67,13 @@ async def enrol(sessions: Sessions, brand: PartnerInfo, ref: str) -> Enrolled:
 async def enrol_with(sessions: Sessions, brand: PartnerInfo, ref: str, points: int) -> Enrolled:
     member = await enrol(sessions, brand, ref)
     async with sessions() as s, s.begin():
-        await service.issue(s, brand, ref, points)
+        await issue(s, brand, ref, points)
     return member
 
 
 async def points_of(s: AsyncSession, brand: PartnerInfo, ref: str) -> tuple[int, int, int]:
     """(balance, held, available) as the service reports them."""
-    balance = await service.member_balance(s, brand, ref)
+    balance = await member_balance(s, brand, ref)
     assert balance.available == balance.balance - balance.held
     return balance.balance, balance.held, balance.available
 
@@ -86,9 +90,9 @@ async def hold_row(s: AsyncSession, hold_id: uuid.UUID) -> dict[str, object]:
 
 async def test_enrolling_twice_gives_the_same_member(sessions: Sessions, sky: PartnerInfo) -> None:
     async with sessions() as s, s.begin():
-        first, created_first = await service.enrol_member(s, sky, "alice")
+        first, created_first = await enrol_member(s, sky, "alice")
     async with sessions() as s, s.begin():
-        again, created_again = await service.enrol_member(s, sky, "alice")
+        again, created_again = await enrol_member(s, sky, "alice")
     assert (created_first, created_again) == (True, False)
     assert again == first
     async with sessions() as s:
@@ -116,7 +120,7 @@ async def test_issue_credits_the_member_and_debits_issuance(
     """
     alice = await enrol(sessions, sky, "alice")
     async with sessions() as s, s.begin():
-        posted = await service.issue(s, sky, "alice", 1000, reference="flight SK100")
+        posted = await issue(s, sky, "alice", 1000, reference="flight SK100")
     async with sessions() as s:
         assert await lines_of(s, posted.id) == sorted(
             [Line(alice.account, 1, 1000, 1000), Line(alice.issuance, 1, -1000, -1000)]
@@ -143,7 +147,7 @@ async def test_redeem_debits_the_member_and_credits_issuance(
     """
     alice = await enrol_with(sessions, sky, "alice", 1000)
     async with sessions() as s, s.begin():
-        posted = await service.redeem(s, sky, "alice", 400, reference="upgrade")
+        posted = await redeem(s, sky, "alice", 400, reference="upgrade")
     async with sessions() as s:
         assert await lines_of(s, posted.id) == sorted(
             [Line(alice.account, 2, -400, 600), Line(alice.issuance, 2, 400, -600)]
@@ -167,7 +171,7 @@ async def test_transfer_moves_points_between_members_of_one_brand(
     alice = await enrol_with(sessions, sky, "alice", 1000)
     bob = await enrol(sessions, sky, "bob")
     async with sessions() as s, s.begin():
-        posted = await service.transfer(s, sky, "alice", "bob", 250)
+        posted = await transfer(s, sky, "alice", "bob", 250)
     async with sessions() as s:
         assert await lines_of(s, posted.id) == sorted(
             [Line(alice.account, 2, -250, 750), Line(bob.account, 1, 250, 250)]
@@ -193,7 +197,7 @@ async def test_hold_then_partial_capture_releases_the_rest(
     """
     alice = await enrol_with(sessions, sky, "alice", 1000)
     async with sessions() as s, s.begin():
-        hold = await service.place_hold(s, sky, "alice", 300, expires_in=3600)
+        hold = await place_hold(s, sky, "alice", 300, expires_in=3600)
     async with sessions() as s:
         assert await lines_of(s, hold.transaction_id) == []
         tx = await transaction_row(s, hold.transaction_id)
@@ -203,7 +207,7 @@ async def test_hold_then_partial_capture_releases_the_rest(
         await assert_ledger_whole(s)
 
     async with sessions() as s, s.begin():
-        view, posted = await service.capture_hold(s, sky, hold.id, 200)
+        view, posted = await capture_hold(s, sky, hold.id, 200)
     assert (view.status, view.points, view.captured) == ("captured", 300, 200)
     async with sessions() as s:
         assert await lines_of(s, posted.id) == sorted(
@@ -222,7 +226,7 @@ async def test_hold_then_partial_capture_releases_the_rest(
 
     # The 100 not captured are spendable again: all 800 can go.
     async with sessions() as s, s.begin():
-        await service.redeem(s, sky, "alice", 800)
+        await redeem(s, sky, "alice", 800)
     async with sessions() as s:
         assert await points_of(s, sky, "alice") == (0, 0, 0)
 
@@ -231,9 +235,9 @@ async def test_hold_then_void_releases_everything(sessions: Sessions, sky: Partn
     """alice (1 000 SKY): 300 held, then the booking is cancelled. Nothing is posted at all."""
     alice = await enrol_with(sessions, sky, "alice", 1000)
     async with sessions() as s, s.begin():
-        hold = await service.place_hold(s, sky, "alice", 300, expires_in=3600)
+        hold = await place_hold(s, sky, "alice", 300, expires_in=3600)
     async with sessions() as s, s.begin():
-        view = await service.void_hold(s, sky, hold.id)
+        view = await void_hold(s, sky, hold.id)
     assert (view.status, view.captured) == ("voided", 0)
     async with sessions() as s:
         assert await lines_of(s, view.transaction_id) == []
@@ -254,7 +258,7 @@ async def test_an_expired_hold_gives_its_points_back(sessions: Sessions, sky: Pa
     expired."""
     alice = await enrol_with(sessions, sky, "alice", 500)
     async with sessions() as s, s.begin():
-        hold = await service.place_hold(s, sky, "alice", 200, expires_in=1)
+        hold = await place_hold(s, sky, "alice", 200, expires_in=1)
     async with sessions() as s:
         assert await points_of(s, sky, "alice") == (500, 200, 300)
 
@@ -264,7 +268,7 @@ async def test_an_expired_hold_gives_its_points_back(sessions: Sessions, sky: Pa
         assert (await hold_row(s, hold.id))["status"] == "active"  # nobody has touched it yet
 
     async with sessions() as s, s.begin():
-        posted = await service.redeem(s, sky, "alice", 500)
+        posted = await redeem(s, sky, "alice", 500)
     async with sessions() as s:
         assert await lines_of(s, posted.id) == sorted(
             [Line(alice.account, 2, -500, 0), Line(alice.issuance, 2, 500, 0)]
@@ -278,7 +282,7 @@ async def test_an_expired_hold_gives_its_points_back(sessions: Sessions, sky: Pa
 
     async with sessions() as s, s.begin():
         with pytest.raises(HoldNotActive) as refused:
-            await service.capture_hold(s, sky, hold.id)
+            await capture_hold(s, sky, hold.id)
     assert refused.value.extra["status"] == "expired"
 
 
@@ -288,8 +292,8 @@ async def test_the_sweep_releases_expired_holds(sessions: Sessions, sky: Partner
     alice = await enrol_with(sessions, sky, "alice", 500)
     bob = await enrol_with(sessions, sky, "bob", 100)
     async with sessions() as s, s.begin():
-        short = await service.place_hold(s, sky, "alice", 200, expires_in=60)
-        long = await service.place_hold(s, sky, "bob", 50, expires_in=3600)
+        short = await place_hold(s, sky, "alice", 200, expires_in=60)
+        long = await place_hold(s, sky, "bob", 50, expires_in=3600)
     async with sessions() as s, s.begin():
         assert await release_expired_holds(s) == 0
     async with sessions() as s, s.begin():
@@ -310,19 +314,19 @@ async def test_a_hold_captured_as_it_expires_is_counted_once(
     sessions: Sessions, sky: PartnerInfo, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A capture decided an instant before its hold expired must not also release that hold as
-    expired: the held points would be given back twice. The service's clock is pinned to the
-    hold's creation to reach that instant; the engine keeps the real clock.
+    expired: the held points would be given back twice. The holds service's clock is pinned to
+    the hold's creation to reach that instant; the engine keeps the real clock.
 
     alice (100 SKY): hold A 10 (one second), hold B 20 (an hour). A is captured whole.
     After: balance 90, held 20 (B alone), available 70."""
     alice = await enrol_with(sessions, sky, "alice", 100)
     async with sessions() as s, s.begin():
-        hold_a = await service.place_hold(s, sky, "alice", 10, expires_in=1)
-        await service.place_hold(s, sky, "alice", 20, expires_in=3600)
+        hold_a = await place_hold(s, sky, "alice", 10, expires_in=1)
+        await place_hold(s, sky, "alice", 20, expires_in=3600)
     await asyncio.sleep(1.1)
-    monkeypatch.setattr(service, "utcnow", lambda: hold_a.created_at)
+    monkeypatch.setattr("exchange.ledger.holds.utcnow", lambda: hold_a.created_at)
     async with sessions() as s, s.begin():
-        await service.capture_hold(s, sky, hold_a.id)
+        await capture_hold(s, sky, hold_a.id)
     monkeypatch.undo()
     async with sessions() as s:
         assert (await hold_row(s, hold_a.id))["status"] == "captured"
@@ -339,9 +343,9 @@ async def test_full_reversal_undoes_an_issue(sessions: Sessions, sky: PartnerInf
     """
     alice = await enrol(sessions, sky, "alice")
     async with sessions() as s, s.begin():
-        original = await service.issue(s, sky, "alice", 1000)
+        original = await issue(s, sky, "alice", 1000)
     async with sessions() as s, s.begin():
-        posted = await service.reverse(s, sky, original.id)
+        posted = await reverse(s, sky, original.id)
     async with sessions() as s:
         assert await lines_of(s, posted.id) == sorted(
             [Line(alice.account, 2, -1000, 0), Line(alice.issuance, 2, 1000, 0)]
@@ -356,7 +360,7 @@ async def test_full_reversal_undoes_an_issue(sessions: Sessions, sky: PartnerInf
 
     async with sessions() as s, s.begin():
         with pytest.raises(ReversalExceedsOriginal) as refused:
-            await service.reverse(s, sky, original.id)
+            await reverse(s, sky, original.id)
     assert refused.value.extra == {
         "original": 1000, "reversed": 1000, "remaining": 0, "requested": 0,
     }  # fmt: skip
@@ -378,11 +382,11 @@ async def test_partial_reversals_then_an_over_reversal_is_refused(
     """
     alice = await enrol_with(sessions, sky, "alice", 1000)
     async with sessions() as s, s.begin():
-        redemption = await service.redeem(s, sky, "alice", 400)
+        redemption = await redeem(s, sky, "alice", 400)
     async with sessions() as s, s.begin():
-        first = await service.reverse(s, sky, redemption.id, 150)
+        first = await reverse(s, sky, redemption.id, 150)
     async with sessions() as s, s.begin():
-        second = await service.reverse(s, sky, redemption.id, 150)
+        second = await reverse(s, sky, redemption.id, 150)
     async with sessions() as s:
         assert await lines_of(s, first.id) == sorted(
             [Line(alice.account, 3, 150, 750), Line(alice.issuance, 3, -150, -750)]
@@ -399,7 +403,7 @@ async def test_partial_reversals_then_an_over_reversal_is_refused(
 
     async with sessions() as s, s.begin():
         with pytest.raises(ReversalExceedsOriginal) as refused:
-            await service.reverse(s, sky, redemption.id, 101)
+            await reverse(s, sky, redemption.id, 101)
     assert refused.value.extra == {
         "original": 400, "reversed": 300, "remaining": 100, "requested": 101,
     }  # fmt: skip
@@ -407,7 +411,7 @@ async def test_partial_reversals_then_an_over_reversal_is_refused(
         assert await snapshot(s) == before
 
     async with sessions() as s, s.begin():
-        rest = await service.reverse(s, sky, redemption.id)
+        rest = await reverse(s, sky, redemption.id)
     async with sessions() as s:
         assert await lines_of(s, rest.id) == sorted(
             [Line(alice.account, 5, 100, 1000), Line(alice.issuance, 5, -100, -1000)]
@@ -418,14 +422,14 @@ async def test_partial_reversals_then_an_over_reversal_is_refused(
         await assert_outstanding(s, sky, 1000)
         await assert_ledger_whole(s)
 
-        history, cursor = await service.member_history(s, sky, "alice", limit=3)
+        history, cursor = await member_history(s, sky, "alice", limit=3)
         assert [(h.kind, h.seq, h.amount, h.balance_after) for h in history] == [
             ("reverse", 5, 100, 1000),
             ("reverse", 4, 150, 900),
             ("reverse", 3, 150, 750),
         ]
         assert cursor is not None
-        history, cursor = await service.member_history(s, sky, "alice", limit=3, cursor=cursor)
+        history, cursor = await member_history(s, sky, "alice", limit=3, cursor=cursor)
         assert [(h.kind, h.seq, h.amount, h.balance_after) for h in history] == [
             ("redeem", 2, -400, 600),
             ("issue", 1, 1000, 1000),
@@ -448,11 +452,11 @@ async def test_reversals_of_a_transfer_are_capped_at_its_points(
     alice = await enrol_with(sessions, sky, "alice", 1000)
     bob = await enrol(sessions, sky, "bob")
     async with sessions() as s, s.begin():
-        gift = await service.transfer(s, sky, "alice", "bob", 100)
+        gift = await transfer(s, sky, "alice", "bob", 100)
     reversals = []
     for points in (33, 33, 34):
         async with sessions() as s, s.begin():
-            reversals.append(await service.reverse(s, sky, gift.id, points))
+            reversals.append(await reverse(s, sky, gift.id, points))
     async with sessions() as s:
         assert [await lines_of(s, r.id) for r in reversals] == [
             sorted([Line(alice.account, 3, 33, 933), Line(bob.account, 2, -33, 67)]),
@@ -462,7 +466,7 @@ async def test_reversals_of_a_transfer_are_capped_at_its_points(
         before = await snapshot(s)
     async with sessions() as s, s.begin():
         with pytest.raises(ReversalExceedsOriginal) as refused:
-            await service.reverse(s, sky, gift.id, 1)
+            await reverse(s, sky, gift.id, 1)
     assert refused.value.extra["remaining"] == 0
     async with sessions() as s:
         assert await snapshot(s) == before

@@ -54,7 +54,8 @@ from exchange.errors import (
     ReversalExceedsOriginal,
     TransactionNotFound,
 )
-from exchange.ledger import service
+from exchange.ledger import holds, operations, reads, reversal
+from exchange.ledger.members import enrol_member
 from exchange.ledger.models import Account, Member
 from exchange.ledger.parties import PartnerInfo
 from exchange.settings import Settings
@@ -213,23 +214,23 @@ async def run_operation(
 ) -> Any:
     kind, partner = op[0], partners[model.brand_for(op)]
     if kind == "enrol":
-        return await service.enrol_member(s, partner, op[2])
+        return await enrol_member(s, partner, op[2])
     if kind == "issue":
-        return await service.issue(s, partner, op[2], op[3])
+        return await operations.issue(s, partner, op[2], op[3])
     if kind == "redeem":
-        return await service.redeem(s, partner, op[2], op[3])
+        return await operations.redeem(s, partner, op[2], op[3])
     if kind == "transfer":
-        return await service.transfer(s, partner, op[2], op[3], op[4])
+        return await operations.transfer(s, partner, op[2], op[3], op[4])
     if kind == "hold":
-        return await service.place_hold(s, partner, op[2], op[3], expires_in=3600)
+        return await holds.place_hold(s, partner, op[2], op[3], expires_in=3600)
     if kind in ("capture", "void"):
         hold = model.hold_for(op)
         hold_id = hold.id if hold else uuid.uuid4()
         if kind == "void":
-            return await service.void_hold(s, partner, hold_id)
-        return await service.capture_hold(s, partner, hold_id, op[3])
+            return await holds.void_hold(s, partner, hold_id)
+        return await holds.capture_hold(s, partner, hold_id, op[3])
     original = model.transaction_for(op)
-    return await service.reverse(s, partner, original.id if original else uuid.uuid4(), op[3])
+    return await reversal.reverse(s, partner, original.id if original else uuid.uuid4(), op[3])
 
 
 def apply(model: Model, op: tuple[Any, ...], result: Any) -> None:
@@ -297,7 +298,7 @@ async def assert_matches_model(
         b = op[1]
         for m in {op[2], op[3]} if op[0] == "transfer" else {op[2]}:
             if (b, m) in model.balance:
-                seen = await service.member_balance(s, partners[b], m)
+                seen = await reads.member_balance(s, partners[b], m)
                 held = model.held(b, m)
                 expected = (model.balance[b, m], held, model.balance[b, m] - held)
                 assert (seen.balance, seen.held, seen.available) == expected, (b, m)
@@ -343,8 +344,8 @@ class Ledger:
                 )
             for code, partner in self.partners.items():
                 for m in ENROLLED:
-                    await service.enrol_member(s, partner, m)
-                    issued = await service.issue(s, partner, m, 1000)
+                    await enrol_member(s, partner, m)
+                    issued = await operations.issue(s, partner, m, 1000)
                     self.model.balance[code, m] = 1000
                     self.model.transactions.append(
                         ModelTransaction(issued.id, code, "issue", 1000, {m: 1000})
@@ -526,7 +527,7 @@ def test_partial_reversals_add_up_to_exactly_the_original(
     reversed_so_far = dict.fromkeys(amount_of, 0)
     before = 0
     for part in parts:
-        legs = service.reversal_legs(originals, total, before, before + part)
+        legs = reversal.reversal_legs(originals, total, before, before + part)
         sums: dict[str, int] = {}
         for leg in legs:
             assert leg.amount != 0

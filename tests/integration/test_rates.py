@@ -29,8 +29,9 @@ from exchange.errors import (
     UnknownCurrency,
     VersionConflict,
 )
-from exchange.ledger import service as ledger
+from exchange.ledger.members import enrol_member
 from exchange.ledger.models import LedgerTransaction
+from exchange.ledger.operations import issue
 from exchange.ledger.parties import PartnerInfo
 from exchange.pricing import quotes
 from exchange.pricing import service as rates
@@ -108,8 +109,8 @@ async def test_a_rate_change_applies_from_its_moment_and_a_quote_holds_the_old_r
         )  # fmt: skip
         await rates.set_point_value(s, "SKY", 15_000, effective_at=change, at=now)
         for brand in (sky, htl):
-            await ledger.enrol_member(s, brand, "alice")
-        await ledger.issue(s, sky, "alice", 100_000)
+            await enrol_member(s, brand, "alice")
+        await issue(s, sky, "alice", 100_000)
 
     async def convert(at: dt.datetime, **kwargs: Any) -> conversions.Conversion:
         async with sessions() as s, s.begin():
@@ -241,8 +242,8 @@ async def test_the_database_keeps_versions_and_spent_quotes_as_they_are(
         await rates.set_point_value(s, "SKY", 12_000)
         await rates.set_point_value(s, "HTL", 8_000)
         await rates.set_rate(s, "SKY", "HTL", from_points=1, to_points=1, fee_bps=0)
-        await ledger.enrol_member(s, sky, "alice")
-        await ledger.enrol_member(s, htl, "alice")
+        await enrol_member(s, sky, "alice")
+        await enrol_member(s, htl, "alice")
         await quotes.create_quote(s, sky, "alice", "HTL", "alice", 10)
         await s.execute(text("UPDATE quote SET used_at = created_at"))  # the one change allowed
     for statement in (

@@ -1,7 +1,9 @@
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from exchange.ledger import service
+from exchange.ledger.members import enrol_member
+from exchange.ledger.operations import issue, redeem
 from exchange.ledger.parties import PartnerInfo
+from exchange.ledger.reads import member_balance
 from exchange.ledger.verify import verify_ledger
 
 
@@ -9,11 +11,11 @@ async def test_issue_and_redeem(
     sessions: async_sessionmaker[AsyncSession], sky: PartnerInfo
 ) -> None:
     async with sessions() as s, s.begin():
-        await service.enrol_member(s, sky, "alice")
-        await service.issue(s, sky, "alice", 100)
-        await service.redeem(s, sky, "alice", 30)
+        await enrol_member(s, sky, "alice")
+        await issue(s, sky, "alice", 100)
+        await redeem(s, sky, "alice", 30)
     async with sessions() as s, s.begin():
-        bal = await service.member_balance(s, sky, "alice")
+        bal = await member_balance(s, sky, "alice")
         assert (bal.balance, bal.held, bal.available) == (70, 0, 70)
         report = await verify_ledger(s)
         assert report.ok, report.as_dict()

@@ -23,8 +23,9 @@ from sqlalchemy import insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from exchange.base import utcnow
-from exchange.ledger import service
+from exchange.ledger.members import enrol_member
 from exchange.ledger.models import Account, Posting
+from exchange.ledger.operations import issue, redeem, transfer
 from exchange.ledger.parties import PartnerInfo
 from exchange.ledger.verify import Fault, VerifyReport, verify_ledger
 from exchange.settings import Settings
@@ -52,11 +53,11 @@ class Page:
 @pytest.fixture
 async def page(sessions: Sessions, sky: PartnerInfo) -> Page:
     async with sessions() as s, s.begin():
-        alice, _ = await service.enrol_member(s, sky, "alice")
-        bob, _ = await service.enrol_member(s, sky, "bob")
-        issued = await service.issue(s, sky, "alice", 100)
-        moved = await service.transfer(s, sky, "alice", "bob", 30)
-        redeemed = await service.redeem(s, sky, "alice", 20)
+        alice, _ = await enrol_member(s, sky, "alice")
+        bob, _ = await enrol_member(s, sky, "bob")
+        issued = await issue(s, sky, "alice", 100)
+        moved = await transfer(s, sky, "alice", "bob", 30)
+        redeemed = await redeem(s, sky, "alice", 20)
     async with sessions() as s:
         rows = await s.execute(select(posting_t.c.account_id, posting_t.c.seq, posting_t.c.id))
         postings = {(account, seq): posting for account, seq, posting in rows}
@@ -131,8 +132,8 @@ async def test_a_changed_counterparty_is_named(
     engine: AsyncEngine, sessions: Sessions, db_kind: str, page: Page, counterparty: str
 ) -> None:
     """Who a posting pairs with decides who owes whom at settlement, so it is in the hash:
-    pointed at another account, or cleared (which would make it look like a posting from
-    before counterparties were recorded), bob's posting no longer hashes to its hash."""
+    pointed at another account, or cleared (every posting has one), bob's posting no longer
+    hashes to its hash."""
     changed = page.postings[page.bob, 1]
     async with sessions() as s:
         recorded = await s.scalar(
@@ -211,8 +212,10 @@ async def test_an_inserted_posting_is_named(
     seq, balance_after = 4, 1050
     forged = insert(posting_t).values(
         transaction_id=page.issue, account_id=page.alice, ledger="SKY", seq=seq, amount=1000,
-        balance_after=balance_after, prev_hash=head.head_hash,
-        hash=expected_hash(page.alice, seq, page.issue, 1000, balance_after, head.head_hash),
+        balance_after=balance_after, prev_hash=head.head_hash, counterparty_account_id=page.alice,
+        hash=expected_hash(
+            page.alice, seq, page.issue, 1000, balance_after, head.head_hash, page.alice
+        ),
         created_at=utcnow(),
     )  # fmt: skip
     await tamper(engine, db_kind, forged)

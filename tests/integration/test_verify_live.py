@@ -15,8 +15,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from exchange.ledger import service
+from exchange.ledger.members import enrol_member
 from exchange.ledger.models import Posting
+from exchange.ledger.operations import issue, transfer
 from exchange.ledger.parties import PartnerInfo
 from exchange.ledger.verify import verify_ledger
 
@@ -36,8 +37,8 @@ async def test_verify_reads_one_snapshot_while_the_ledger_is_written(
     refs = [f"m{i:02d}" for i in range(MEMBERS)]
     async with sessions() as s, s.begin():
         for ref in refs:
-            await service.enrol_member(s, sky, ref)
-            await service.issue(s, sky, ref, 1_000)
+            await enrol_member(s, sky, ref)
+            await issue(s, sky, ref, 1_000)
     done = asyncio.Event()
     written = 0
 
@@ -47,7 +48,7 @@ async def test_verify_reads_one_snapshot_while_the_ledger_is_written(
         while not done.is_set():
             source, target = rng.sample(refs, 2)
             async with sessions() as s, s.begin():
-                await service.transfer(s, sky, source, target, 1)
+                await transfer(s, sky, source, target, 1)
             written += 1
             await asyncio.sleep(0)
 

@@ -42,7 +42,7 @@ def test_the_imports_keep_every_contract() -> None:
     ("module", "line", "contract"),
     [
         ("exchange/ledger/engine.py", "import partners.service", "ledger core"),
-        ("exchange/ledger/service.py", "import exchange.http.problems", "ledger core"),
+        ("exchange/ledger/operations.py", "import exchange.http.problems", "ledger core"),
         ("partners/client.py", "import exchange.ledger.engine", "SDK"),
         ("settlement/statements.py", "import exchange.http.signatures", "Settlement"),
         ("exchange/contract/schemas.py", "import exchange.errors", "contract"),

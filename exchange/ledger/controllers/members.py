@@ -17,7 +17,7 @@ from exchange.contract.schemas import (
     MemberCreate,
     MemberOut,
 )
-from exchange.ledger import service
+from exchange.ledger import members, reads
 from exchange.ledger.parties import PartnerInfo
 from exchange.ledger.receipts import member_balance_out
 from exchange.openapi import IdempotentOperation, SignedOperation, problem_responses
@@ -46,7 +46,7 @@ class MembersController(Controller):
         caller: NamedDependency[PartnerInfo],
         db_session: NamedDependency[AsyncSession],
     ) -> Response[MemberOut]:
-        member, created = await service.enrol_member(db_session, caller, data.member_ref)
+        member, created = await members.enrol_member(db_session, caller, data.member_ref)
         assert caller.currency is not None  # enrol_member refuses partners that are not brands
         return Response(
             MemberOut(member_ref=member.member_ref, currency=caller.currency),
@@ -67,7 +67,7 @@ class MembersController(Controller):
         db_session: NamedDependency[AsyncSession],
         exchange_keys: NamedDependency[ExchangeKeys],
     ) -> MemberBalanceOut:
-        balance = await service.member_balance(db_session, caller, member_ref)
+        balance = await reads.member_balance(db_session, caller, member_ref)
         return member_balance_out(exchange_keys, balance)
 
     @get(
@@ -87,7 +87,7 @@ class MembersController(Controller):
             str | None, QueryParameter(description="next_cursor of the previous page.")
         ] = None,
     ) -> HistoryPage:
-        entries, next_cursor = await service.member_history(
+        entries, next_cursor = await reads.member_history(
             db_session, caller, member_ref, limit=limit, cursor=cursor
         )
         return HistoryPage(

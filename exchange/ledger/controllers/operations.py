@@ -23,9 +23,10 @@ from exchange.contract.schemas import (
     TransactionReceiptOut,
     TransferCreate,
 )
-from exchange.ledger import service
+from exchange.ledger import holds, reads, reversal
 from exchange.ledger.engine import PostedTransaction
 from exchange.ledger.grouped import GROUP_COMMIT_OPT, OperationPipeline, SingleOperation
+from exchange.ledger.holds import HoldView
 from exchange.ledger.parties import PartnerInfo
 from exchange.ledger.reads import hold_view, transaction_view
 from exchange.ledger.receipts import (
@@ -36,7 +37,6 @@ from exchange.ledger.receipts import (
     sign,
     transaction_out,
 )
-from exchange.ledger.service import HoldView
 from exchange.openapi import IdempotentOperation, SignedOperation, problem_responses
 from exchange.settings import Settings
 from exchange.signing import ExchangeKeys
@@ -57,7 +57,7 @@ async def _hold_answer(
     session: AsyncSession, caller: PartnerInfo, keys: ExchangeKeys, hold: HoldView
 ) -> HoldOperationOut:
     transaction = transaction_out(await transaction_view(session, caller, hold.transaction_id))
-    balance = await service.member_balance(session, caller, hold.member_ref)
+    balance = await reads.member_balance(session, caller, hold.member_ref)
     return HoldOperationOut(
         hold=hold_out(hold),
         transaction=transaction,
@@ -168,7 +168,7 @@ class OperationsController(Controller):
         settings: NamedDependency[Settings],
         idempotency_key: NamedDependency[str],
     ) -> HoldOperationOut:
-        hold = await service.place_hold(
+        hold = await holds.place_hold(
             db_session, caller, data.member_ref, data.points,
             expires_in=settings.hold_ttl_seconds if data.expires_in is None else data.expires_in,
             reference=data.reference, idempotency_key=idempotency_key,
@@ -193,7 +193,7 @@ class OperationsController(Controller):
         idempotency_key: NamedDependency[str],
         data: JSONBody[HoldCapture | None] = None,
     ) -> HoldOperationOut:
-        hold, posted = await service.capture_hold(
+        hold, posted = await holds.capture_hold(
             db_session, caller, hold_id, None if data is None else data.points,
             idempotency_key=idempotency_key,
         )  # fmt: skip
@@ -222,7 +222,7 @@ class OperationsController(Controller):
         exchange_keys: NamedDependency[ExchangeKeys],
         idempotency_key: NamedDependency[str],
     ) -> HoldOperationOut:
-        hold = await service.void_hold(db_session, caller, hold_id, idempotency_key=idempotency_key)
+        hold = await holds.void_hold(db_session, caller, hold_id, idempotency_key=idempotency_key)
         return await _hold_answer(db_session, caller, exchange_keys, hold)
 
     @get(
@@ -259,7 +259,7 @@ class OperationsController(Controller):
         idempotency_key: NamedDependency[str],
         data: JSONBody[ReversalCreate | None] = None,
     ) -> OperationOut:
-        posted = await service.reverse(
+        posted = await reversal.reverse(
             db_session, caller, transaction_id, None if data is None else data.points,
             idempotency_key=idempotency_key,
         )  # fmt: skip

@@ -1,0 +1,146 @@
+"""Reversal: all or part of a transaction undone by a new one, never more than it moved.
+
+Shares are cumulative (what has been reversed after this reversal, minus what had been before),
+so a run of partial reversals that reaches the whole reverses each posting exactly, money legs
+of a conversion included."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, cast
+
+from sqlalchemy import Table, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from exchange.errors import NotReversible, ReversalExceedsOriginal, TransactionNotFound
+from exchange.ledger.engine import Leg, PostedTransaction, TransactionSpec, post_transaction
+from exchange.ledger.models import Account, LedgerTransaction, Member, Posting
+from exchange.ledger.parties import PartnerInfo
+from exchange.ledger.validation import check_points
+
+REVERSIBLE_KINDS = frozenset({"issue", "redeem", "transfer", "convert", "donate", "capture"})
+
+account_t = cast(Table, Account.__table__)
+member_t = cast(Table, Member.__table__)
+posting_t = cast(Table, Posting.__table__)
+transaction_t = cast(Table, LedgerTransaction.__table__)
+
+
+def _scaled(amount: int, total: int, cumulative: int) -> int:
+    """``amount * cumulative / total`` truncated toward zero (sign kept, magnitude floored)."""
+    magnitude = abs(amount) * cumulative // total
+    return magnitude if amount >= 0 else -magnitude
+
+
+def reversal_legs(
+    originals: list[tuple[int, str, int]], total: int, before: int, after: int
+) -> list[Leg]:
+    """Legs that reverse the share ``after - before`` of ``total`` of the original postings
+    ``(account_id, ledger, amount)``.
+
+    Shares are cumulative (what has been reversed after this reversal, minus what had been
+    before), so a run of partial reversals that reaches the whole reverses each posting exactly.
+    In each ledger every posting but one is scaled and truncated toward zero; the largest posting
+    (ties: lowest account id, so every partial reversal picks the same one) takes the difference,
+    which keeps each ledger summing to zero."""
+    by_ledger: dict[str, list[tuple[int, int]]] = {}
+    for account_id, ledger, amount in originals:
+        by_ledger.setdefault(ledger, []).append((account_id, amount))
+    legs: list[Leg] = []
+    for ledger in sorted(by_ledger):
+        rows = by_ledger[ledger]
+        balancer = min(range(len(rows)), key=lambda i: (-abs(rows[i][1]), rows[i][0]))
+        parts = []
+        for i, (account_id, amount) in enumerate(rows):
+            if i != balancer:
+                share = _scaled(amount, total, after) - _scaled(amount, total, before)
+                parts.append((i, account_id, -share))
+        rest = -sum(share for _, _, share in parts)
+        parts.append((balancer, rows[balancer][0], rest))
+        legs.extend(Leg(account_id, share) for _, account_id, share in sorted(parts) if share)
+    return legs
+
+
+async def _reversible(
+    session: AsyncSession, partner: PartnerInfo, transaction_id: uuid.UUID
+) -> tuple[Any, int]:
+    """The partner's transaction, locked (reversals of one transaction queue on its row), and
+    the points reversed so far."""
+    original = (
+        await session.execute(
+            select(transaction_t)
+            .where(transaction_t.c.id == transaction_id, transaction_t.c.partner_id == partner.id)
+            .with_for_update()
+        )
+    ).first()
+    if original is None:
+        raise TransactionNotFound(
+            f"no transaction {transaction_id}", transaction_id=str(transaction_id)
+        )
+    if original.kind not in REVERSIBLE_KINDS:
+        raise NotReversible(f"a {original.kind} transaction cannot be reversed", kind=original.kind)
+    already = await session.scalar(
+        select(func.coalesce(func.sum(transaction_t.c.points), 0)).where(
+            transaction_t.c.reverses_id == transaction_id
+        )
+    )
+    return original, int(already or 0)
+
+
+async def _member_refs(session: AsyncSession, account_ids: list[int]) -> dict[int, str]:
+    rows = await session.execute(
+        select(account_t.c.id, member_t.c.member_ref)
+        .join(member_t, member_t.c.id == account_t.c.member_id)
+        .where(account_t.c.id.in_(account_ids))
+    )
+    return {account_id: ref for account_id, ref in rows}
+
+
+async def reverse(
+    session: AsyncSession,
+    partner: PartnerInfo,
+    transaction_id: uuid.UUID,
+    points: int | None = None,
+    *,
+    idempotency_key: str | None = None,
+) -> PostedTransaction:
+    """Reverse all or part of a transaction the partner made. Reversals of one transaction are
+    serialised on its row, and together never exceed its points."""
+    original, already = await _reversible(session, partner, transaction_id)
+    remaining = original.points - already
+    amount = remaining if points is None else check_points(points)
+    if amount <= 0 or amount > remaining:
+        raise ReversalExceedsOriginal(
+            f"{remaining} of {original.points} points remain to reverse",
+            original=original.points,
+            reversed=already,
+            remaining=remaining,
+            requested=amount,
+        )
+    originals = (
+        await session.execute(
+            select(posting_t.c.account_id, posting_t.c.ledger, posting_t.c.amount)
+            .where(posting_t.c.transaction_id == transaction_id)
+            .order_by(posting_t.c.id)
+        )
+    ).all()
+    legs = reversal_legs(
+        [(r.account_id, r.ledger, r.amount) for r in originals],
+        original.points,
+        already,
+        already + amount,
+    )
+    refs = await _member_refs(session, [leg.account_id for leg in legs])
+    return await post_transaction(
+        session,
+        TransactionSpec(
+            kind="reverse",
+            partner_id=partner.id,
+            points=amount,
+            idempotency_key=idempotency_key,
+            reverses_id=transaction_id,
+            rate_version_id=original.rate_version_id,
+            legs=legs,
+            member_refs=refs,
+        ),
+    )
