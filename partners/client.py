@@ -1,27 +1,45 @@
 """The partner SDK: httpx clients that sign every request (RFC 9421) and verify every answer.
 
-``ExchangeClient`` (sync) and ``AsyncExchangeClient`` (async) share one signer. A POST gets an
-``Idempotency-Key`` (yours, or a fresh one) that every retry reuses, so a retry after a network
-error, a 5xx or a 409 (the same key still in flight) can never post twice. Each attempt is signed
-anew, with a fresh nonce and ``created``. Answers are checked against the exchange's public keys
-from ``GET /v1/keys`` (fetched once, and again when an unknown key id appears after a rotation).
+``ExchangeClient`` (sync) and ``AsyncExchangeClient`` (async) have the same operations, each
+answering with the contract's Struct (``exchange.contract.schemas``): ``issue`` an
+``OperationOut``, ``convert`` a ``ConversionOut``... A POST gets an ``Idempotency-Key`` (yours,
+or a fresh one) that every retry reuses, so a retry after a network error, a 5xx or a 409 (the
+same key still in flight) can never post twice. Each attempt is signed anew, with a fresh nonce
+and ``created``. Answers are checked against the exchange's public keys from ``GET /v1/keys``
+(fetched once, and again when an unknown key id appears after a rotation).
 
     client = ExchangeClient("https://exchange.example", key_id="...", alg="ed25519", key=private)
     client.enrol("alice")
-    client.issue("alice", 1_000)
+    client.issue("alice", 1_000).balances[0].available
+
+How it is built, so that nothing is written twice:
+
+- an operation is planned once, as a :class:`Call`: method, path, the request body (the
+  contract's request Struct), the idempotency key and how to read the answer;
+- one conversation (:meth:`_Session.converse`, a generator that does no I/O) turns a call into
+  signed attempts, waits between retries, verification and, on an unknown key id, a fetch of
+  the keys. It yields what must be done (an ``httpx.Request`` to send, seconds to wait) and is
+  given the outcome (the response, or the network error thrown into it);
+- each client only drives it: ``ExchangeClient`` with ``httpx.Client`` and ``time.sleep``,
+  ``AsyncExchangeClient`` with ``httpx.AsyncClient`` and ``asyncio.sleep``;
+- the operations are :class:`Operation` descriptors over the plans, on a base both clients
+  share: ``client.issue`` is typed ``(...) -> OperationOut`` on the sync client and
+  ``(...) -> Awaitable[OperationOut]`` on the async one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import datetime as dt
 import random
 import secrets
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Generic, ParamSpec, TypeVar, overload
+from urllib.parse import quote
 
 import http_sf
 import httpx
@@ -29,12 +47,55 @@ import msgspec
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from exchange.contract.schemas import (
+    BatchCreate,
+    BatchIssue,
+    BatchOut,
+    BatchRedemption,
+    BatchTransfer,
+    CharityOut,
+    ConversionCreate,
+    ConversionOut,
+    DonationCreate,
+    DonationOut,
+    HistoryPage,
+    HoldCapture,
+    HoldCreate,
+    HoldOperationOut,
+    IssuanceCreate,
+    MemberBalanceOut,
+    MemberCreate,
+    MemberOut,
+    OperationOut,
+    PartnerOut,
+    PricingOut,
+    PublicKey,
+    QuoteCreate,
+    QuoteOut,
+    RedemptionCreate,
+    ReversalCreate,
+    TransactionReceiptOut,
+    TransferCreate,
+)
+from exchange.contract.types import MemberRef, Points, Reference
 from partners.httpsig import SignatureInvalid, sign_request, verify_response
+
+T = TypeVar("T")
+P = ParamSpec("P")
 
 RETRY_STATUSES = frozenset({409, 500, 502, 503, 504})
 #: The one 409 worth retrying: the first request with the key is still running. Any other 409
 #: (``hold-not-active``...) is the answer, and asking again only delays it.
 IN_FLIGHT_PROBLEM = "/idempotency-in-flight"
+
+JsonObject = dict[str, object]
+"""An answer the contract has no Struct for here (settlement statements), as decoded JSON."""
+QueryParams = Mapping[str, str | int | None]
+"""Query parameters; those that are ``None`` are left out."""
+
+Conversation = Generator[httpx.Request | float, httpx.Response | None, T]
+"""A call in progress: it yields a request to send (and is given its response, or has the
+network error thrown into it) or seconds to wait (and is given ``None``); it returns the answer."""
 
 
 class ResponseSignatureInvalid(Exception):
@@ -44,7 +105,7 @@ class ResponseSignatureInvalid(Exception):
 class ProblemError(Exception):
     """The exchange refused the request; ``problem`` is its RFC 9457 body."""
 
-    def __init__(self, status: int, problem: dict[str, Any]) -> None:
+    def __init__(self, status: int, problem: JsonObject) -> None:
         super().__init__(
             f"{status} {problem.get('type')}: {problem.get('detail') or problem.get('title')}"
         )
@@ -65,6 +126,278 @@ def _secret_bytes(key: bytes | str) -> bytes:
     return base64.b64decode(key, validate=True) if isinstance(key, str) else key
 
 
+# --------------------------------------------------------------------------- reading answers
+
+_problem_decoder = msgspec.json.Decoder(JsonObject)
+
+
+def _problem(response: httpx.Response) -> ProblemError:
+    try:
+        problem = _problem_decoder.decode(response.content)
+    except msgspec.DecodeError:  # not JSON, or JSON but not an object
+        problem = {"title": response.text}
+    return ProblemError(response.status_code, problem)
+
+
+def _answer(kind: type[T]) -> Callable[[httpx.Response], T]:
+    """Read a verified answer: a 2xx decoded into ``kind``, anything else a ProblemError."""
+    decoder = msgspec.json.Decoder(kind)
+
+    def read(response: httpx.Response) -> T:
+        if not response.is_success:
+            raise _problem(response)
+        return decoder.decode(response.content)
+
+    return read
+
+
+def _raw(response: httpx.Response) -> httpx.Response:
+    return response
+
+
+_PARTNER = _answer(PartnerOut)
+_MEMBER = _answer(MemberOut)
+_BALANCE = _answer(MemberBalanceOut)
+_HISTORY = _answer(HistoryPage)
+_OPERATION = _answer(OperationOut)
+_HOLD_OPERATION = _answer(HoldOperationOut)
+_TRANSACTION = _answer(TransactionReceiptOut)
+_PRICING = _answer(PricingOut)
+_CHARITIES = _answer(list[CharityOut])
+_QUOTE = _answer(QuoteOut)
+_CONVERSION = _answer(ConversionOut)
+_DONATION = _answer(DonationOut)
+_BATCH = _answer(BatchOut)
+_STATEMENTS = _answer(list[JsonObject])
+_STATEMENT = _answer(JsonObject)
+_KEYS = msgspec.json.Decoder(list[PublicKey])
+
+
+# --------------------------------------------------------------------------- planning calls
+
+
+@dataclass(frozen=True, slots=True)
+class Call(Generic[T]):
+    """One call of the contract, planned: what to send and how to read the verified answer."""
+
+    method: str
+    path: str
+    read: Callable[[httpx.Response], T]
+    body: object = None
+    """Encoded with msgspec: a request Struct of the contract, or plain JSON values."""
+    params: QueryParams | None = None
+    idempotency_key: str | None = None
+    """A POST without one gets a fresh key, the same for all its attempts."""
+
+
+def _segment(value: object) -> str:
+    return quote(str(value), safe="")
+
+
+def _get(
+    path: str, read: Callable[[httpx.Response], T], params: QueryParams | None = None
+) -> Call[T]:
+    return Call("GET", path, read, params=params)
+
+
+def _post(path: str, body: object, read: Callable[[httpx.Response], T], key: str | None) -> Call[T]:
+    return Call("POST", path, read, body=body, idempotency_key=key)
+
+
+def _request(
+    method: str,
+    path: str,
+    *,
+    json: object = None,
+    params: QueryParams | None = None,
+    idempotency_key: str | None = None,
+) -> Call[httpx.Response]:
+    """Send a signed request, retrying with the same idempotency key; verify the answer and
+    return it as it is (a refusal included), for the calls without an operation here."""
+    return Call(method, path, _raw, body=json, params=params, idempotency_key=idempotency_key)
+
+
+def _me() -> Call[PartnerOut]:
+    """The calling partner."""
+    return _get("/v1/partners/me", _PARTNER)
+
+
+def _enrol(member_ref: MemberRef, *, idempotency_key: str | None = None) -> Call[MemberOut]:
+    """Enrol a member of the calling brand (again: the same member)."""
+    return _post("/v1/members", MemberCreate(member_ref), _MEMBER, idempotency_key)
+
+
+def _member(member_ref: MemberRef) -> Call[MemberBalanceOut]:
+    """The member's balance, held and available points, and the signed head of its account."""
+    return _get(f"/v1/members/{_segment(member_ref)}", _BALANCE)
+
+
+def _history(
+    member_ref: MemberRef, limit: int | None = None, cursor: str | None = None
+) -> Call[HistoryPage]:
+    """The member's transactions, newest first; pass ``next_cursor`` on for older ones."""
+    path = f"/v1/members/{_segment(member_ref)}/transactions"
+    return _get(path, _HISTORY, {"limit": limit, "cursor": cursor})
+
+
+def _issue(
+    member_ref: MemberRef,
+    points: Points,
+    reference: Reference | None = None,
+    *,
+    idempotency_key: str | None = None,
+) -> Call[OperationOut]:
+    """Earn: credit the member ``points``."""
+    body = IssuanceCreate(member_ref, points, reference)
+    return _post("/v1/issuances", body, _OPERATION, idempotency_key)
+
+
+def _redeem(
+    member_ref: MemberRef,
+    points: Points,
+    reference: Reference | None = None,
+    *,
+    idempotency_key: str | None = None,
+) -> Call[OperationOut]:
+    """Burn: debit the member ``points``."""
+    body = RedemptionCreate(member_ref, points, reference)
+    return _post("/v1/redemptions", body, _OPERATION, idempotency_key)
+
+
+def _transfer(
+    from_member_ref: MemberRef,
+    to_member_ref: MemberRef,
+    points: Points,
+    reference: Reference | None = None,
+    *,
+    idempotency_key: str | None = None,
+) -> Call[OperationOut]:
+    """Move points between two members of the calling brand."""
+    body = TransferCreate(from_member_ref, to_member_ref, points, reference)
+    return _post("/v1/transfers", body, _OPERATION, idempotency_key)
+
+
+def _hold(
+    member_ref: MemberRef,
+    points: Points,
+    expires_in: int | None = None,
+    reference: Reference | None = None,
+    *,
+    idempotency_key: str | None = None,
+) -> Call[HoldOperationOut]:
+    """Hold points for a later capture or void (two-phase redemption)."""
+    body = HoldCreate(member_ref, points, expires_in, reference)
+    return _post("/v1/holds", body, _HOLD_OPERATION, idempotency_key)
+
+
+def _capture(
+    hold_id: uuid.UUID | str, points: Points | None = None, *, idempotency_key: str | None = None
+) -> Call[HoldOperationOut]:
+    """Redeem ``points`` of a hold (all of them if ``None``) and release the rest."""
+    path = f"/v1/holds/{_segment(hold_id)}/capture"
+    return _post(path, HoldCapture(points), _HOLD_OPERATION, idempotency_key)
+
+
+def _void(
+    hold_id: uuid.UUID | str, *, idempotency_key: str | None = None
+) -> Call[HoldOperationOut]:
+    """Release a hold's points."""
+    return _post(f"/v1/holds/{_segment(hold_id)}/void", {}, _HOLD_OPERATION, idempotency_key)
+
+
+def _reverse(
+    transaction_id: uuid.UUID | str,
+    points: Points | None = None,
+    *,
+    idempotency_key: str | None = None,
+) -> Call[OperationOut]:
+    """Reverse ``points`` of a transaction (all that remain if ``None``)."""
+    path = f"/v1/transactions/{_segment(transaction_id)}/reversal"
+    return _post(path, ReversalCreate(points), _OPERATION, idempotency_key)
+
+
+def _transaction(transaction_id: uuid.UUID | str) -> Call[TransactionReceiptOut]:
+    """A transaction, its postings on the caller's accounts, and its signed receipt."""
+    return _get(f"/v1/transactions/{_segment(transaction_id)}", _TRANSACTION)
+
+
+def _rates() -> Call[PricingOut]:
+    """The point values and conversion rates in force."""
+    return _get("/v1/rates", _PRICING)
+
+
+def _charities() -> Call[list[CharityOut]]:
+    """The charities a member may donate to."""
+    return _get("/v1/charities", _CHARITIES)
+
+
+def _quote(
+    member_ref: MemberRef,
+    to_partner: str,
+    to_member_ref: MemberRef,
+    points: Points,
+    *,
+    idempotency_key: str | None = None,
+) -> Call[QuoteOut]:
+    """Lock a rate for a conversion, for a short time."""
+    body = QuoteCreate(member_ref, to_partner, to_member_ref, points)
+    return _post("/v1/quotes", body, _QUOTE, idempotency_key)
+
+
+def _convert(
+    member_ref: MemberRef | None,
+    to_partner: str | None,
+    to_member_ref: MemberRef | None,
+    points: Points | None,
+    quote_id: uuid.UUID | str | None = None,
+    reference: Reference | None = None,
+    *,
+    idempotency_key: str | None = None,
+) -> Call[ConversionOut]:
+    """Convert a member's points into another brand's (``to_partner``: its currency code or
+    partner id), at the rate in force or at a quote's."""
+    quote = uuid.UUID(quote_id) if isinstance(quote_id, str) else quote_id
+    body = ConversionCreate(member_ref, to_partner, to_member_ref, points, quote, reference)
+    return _post("/v1/conversions", body, _CONVERSION, idempotency_key)
+
+
+def _donate(
+    member_ref: MemberRef,
+    charity: uuid.UUID | str,
+    points: Points,
+    reference: Reference | None = None,
+    *,
+    idempotency_key: str | None = None,
+) -> Call[DonationOut]:
+    """Donate a member's points to a charity; the answer carries the donation receipt."""
+    charity_id = uuid.UUID(charity) if isinstance(charity, str) else charity
+    body = DonationCreate(member_ref, charity_id, points, reference)
+    return _post("/v1/donations", body, _DONATION, idempotency_key)
+
+
+def _batch(
+    operations: list[BatchIssue | BatchRedemption | BatchTransfer],
+    *,
+    idempotency_key: str | None = None,
+) -> Call[BatchOut]:
+    """Up to 1000 issuances, redemptions and transfers in one request, each with its key."""
+    return _post("/v1/batches", BatchCreate(operations), _BATCH, idempotency_key)
+
+
+def _settlements() -> Call[list[JsonObject]]:
+    """The caller's settlement statements, newest first (as JSON)."""
+    return _get("/v1/settlements", _STATEMENTS)
+
+
+def _settlement(business_date: dt.date | str) -> Call[JsonObject]:
+    """The caller's signed statement for a business day (as JSON)."""
+    day = business_date.isoformat() if isinstance(business_date, dt.date) else business_date
+    return _get(f"/v1/settlements/{_segment(day)}", _STATEMENT)
+
+
+# --------------------------------------------------------------------------- the conversation
+
+
 @dataclass
 class _Signer:
     key_id: str
@@ -76,14 +409,13 @@ class _Signer:
     def sign(self, request: httpx.Request) -> None:
         raw = request.url.raw_path.decode("ascii")
         path, _, query = raw.partition("?")
-        body = request.content
         added = sign_request(
             method=request.method,
             path=path,
             query=query,
             authority=request.url.netloc.decode("ascii"),
             headers=dict(request.headers),
-            body=body,
+            body=request.content,
             key_id=self.key_id,
             alg=self.alg,
             key=self.key,
@@ -115,11 +447,163 @@ class _Signer:
     def load_keys(self, response: httpx.Response) -> None:
         response.raise_for_status()
         keys = {}
-        for entry in response.json():
-            public = serialization.load_pem_public_key(entry["public_key"].encode())
+        for entry in _KEYS.decode(response.content):
+            public = serialization.load_pem_public_key(entry.public_key.encode())
             if isinstance(public, Ed25519PublicKey):
-                keys[entry["key_id"]] = public
+                keys[entry.key_id] = public
         self.exchange_keys = keys
+
+
+def _retryable(response: httpx.Response) -> bool:
+    """A 5xx of the list, or a 409 because the same key is still in flight."""
+    if response.status_code != 409:
+        return response.status_code in RETRY_STATUSES
+    kind = _problem(response).problem.get("type")
+    return isinstance(kind, str) and kind.endswith(IN_FLIGHT_PROBLEM)
+
+
+def _backoff(attempt: int, base: float) -> float:
+    return base * 2.0**attempt * (0.5 + random.random())
+
+
+def _sent(request: httpx.Request) -> Conversation[httpx.Response]:
+    response = yield request
+    if response is None:
+        raise TypeError("a request must be answered with its response")
+    return response
+
+
+class _Session:
+    """What a client knows (its key, the exchange's keys, its retry policy) and the one
+    conversation that carries a call out; the client's I/O only answers what it yields."""
+
+    def __init__(
+        self,
+        http: httpx.Client | httpx.AsyncClient,
+        signer: _Signer,
+        retries: int,
+        backoff: float,
+    ) -> None:
+        self.http = http
+        self.signer = signer
+        self.retries = retries
+        self.backoff = backoff
+
+    def converse(self, call: Call[T]) -> Conversation[T]:
+        """Send ``call`` signed, retrying with the same idempotency key; verify the answer."""
+        key = call.idempotency_key
+        if key is None and call.method == "POST":
+            key = new_idempotency_key()
+        attempt = 0
+        while True:
+            request = self._build(call, key)
+            self.signer.sign(request)
+            try:
+                response = yield from _sent(request)
+            except httpx.TransportError:
+                if attempt >= self.retries:
+                    raise
+            else:
+                if not _retryable(response) or attempt >= self.retries:
+                    yield from self._verify(response)
+                    return call.read(response)
+            yield _backoff(attempt, self.backoff)
+            attempt += 1
+
+    def refresh_keys(self) -> Conversation[None]:
+        response = yield from _sent(self.http.build_request("GET", "/v1/keys"))
+        self.signer.load_keys(response)
+
+    def _verify(self, response: httpx.Response) -> Conversation[None]:
+        if self.signer.check(response) is None:
+            yield from self.refresh_keys()
+            if self.signer.check(response) is None:
+                raise ResponseSignatureInvalid("the answer is not signed by a published key")
+
+    def _build(self, call: Call[T], key: str | None) -> httpx.Request:
+        headers = {"accept": "application/json"}
+        content = None
+        if call.body is not None:
+            # msgspec: the same compact JSON as json.dumps (UTF-8 rather than \u escapes),
+            # several times faster on a batch's thousand operations.
+            content = msgspec.json.encode(call.body)
+            headers["content-type"] = "application/json"
+        if key is not None:
+            # A Structured Field string, escaped: a key holding '"' or '\\' stays one string.
+            headers["idempotency-key"] = http_sf.ser(key)
+        params = {k: v for k, v in (call.params or {}).items() if v is not None}
+        return self.http.build_request(
+            call.method, call.path, content=content, params=params or None, headers=headers
+        )
+
+
+# --------------------------------------------------------------------------- the operations
+
+
+class Operation(Generic[P, T]):
+    """A call of the contract, on both clients: on an ``ExchangeClient`` it is a method that
+    returns the answer, on an ``AsyncExchangeClient`` one that returns an awaitable of it."""
+
+    def __init__(self, plan: Callable[P, Call[T]]) -> None:
+        self.plan = plan
+        self.__doc__ = plan.__doc__
+
+    @overload
+    def __get__(self, client: None, owner: type[object]) -> Operation[P, T]: ...
+
+    @overload
+    def __get__(self, client: ExchangeClient, owner: type[object]) -> Callable[P, T]: ...
+
+    @overload
+    def __get__(
+        self, client: AsyncExchangeClient, owner: type[object]
+    ) -> Callable[P, Awaitable[T]]: ...
+
+    def __get__(
+        self, client: ExchangeClient | AsyncExchangeClient | None, owner: type[object]
+    ) -> Operation[P, T] | Callable[P, T] | Callable[P, Awaitable[T]]:
+        if client is None:
+            return self
+        plan = self.plan
+        if isinstance(client, AsyncExchangeClient):
+            run_async = client._run
+
+            def started(*args: P.args, **kwargs: P.kwargs) -> Awaitable[T]:
+                return run_async(plan(*args, **kwargs))
+
+            return started
+        run = client._run
+
+        def answered(*args: P.args, **kwargs: P.kwargs) -> T:
+            return run(plan(*args, **kwargs))
+
+        return answered
+
+
+class _Operations:
+    """The contract's calls, each planned once above and run by either client."""
+
+    request = Operation(_request)
+    me = Operation(_me)
+    enrol = Operation(_enrol)
+    member = Operation(_member)
+    history = Operation(_history)
+    issue = Operation(_issue)
+    redeem = Operation(_redeem)
+    transfer = Operation(_transfer)
+    hold = Operation(_hold)
+    capture = Operation(_capture)
+    void = Operation(_void)
+    reverse = Operation(_reverse)
+    transaction = Operation(_transaction)
+    rates = Operation(_rates)
+    charities = Operation(_charities)
+    quote = Operation(_quote)
+    convert = Operation(_convert)
+    donate = Operation(_donate)
+    batch = Operation(_batch)
+    settlements = Operation(_settlements)
+    settlement = Operation(_settlement)
 
 
 _LIMITS = httpx.Limits(keepalive_expiry=4.0)
@@ -128,168 +612,9 @@ default, the exchange's): with equal timeouts a request can be sent on a connect
 is closing at that moment, and fail with a read error though the server never saw it."""
 
 
-def _build(
-    client: httpx.Client | httpx.AsyncClient,
-    method: str,
-    path: str,
-    json_body: Any,
-    params: Mapping[str, Any] | None,
-    idempotency_key: str | None,
-) -> httpx.Request:
-    headers = {"accept": "application/json"}
-    content = None
-    if json_body is not None:
-        # msgspec: the same compact JSON as json.dumps (UTF-8 rather than \u escapes), several
-        # times faster on a batch's thousand operations.
-        content = msgspec.json.encode(json_body)
-        headers["content-type"] = "application/json"
-    if idempotency_key is not None:
-        # A Structured Field string, escaped: a key holding '"' or '\\' stays one valid string.
-        headers["idempotency-key"] = http_sf.ser(idempotency_key)
-    clean = {k: v for k, v in (params or {}).items() if v is not None}
-    return client.build_request(
-        method, path, content=content, params=clean or None, headers=headers
-    )
-
-
-def _result(response: httpx.Response) -> Any:
-    if response.is_success:
-        return msgspec.json.decode(response.content) if response.content else None
-    try:
-        problem = msgspec.json.decode(response.content)
-    except ValueError:  # msgspec.DecodeError is one
-        problem = {"title": response.text}
-    raise ProblemError(response.status_code, problem)
-
-
-def _retryable(response: httpx.Response) -> bool:
-    """A 5xx of the list, or a 409 because the same key is still in flight."""
-    if response.status_code != 409:
-        return response.status_code in RETRY_STATUSES
-    try:
-        problem = response.json()
-    except ValueError:
-        return False
-    kind = problem.get("type") if isinstance(problem, dict) else None
-    return isinstance(kind, str) and kind.endswith(IN_FLIGHT_PROBLEM)
-
-
-def _backoff(attempt: int, base: float) -> float:
-    return base * (2**attempt) * (0.5 + random.random())
-
-
-class _Operations:
-    """The contract's calls, on top of a ``call(method, path, json=..., params=...)``."""
-
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        raise NotImplementedError
-
-    def me(self) -> Any:
-        return self._call("GET", "/v1/partners/me")
-
-    def enrol(self, member_ref: str, **kw: Any) -> Any:
-        return self._call("POST", "/v1/members", json={"member_ref": member_ref}, **kw)
-
-    def member(self, member_ref: str) -> Any:
-        return self._call("GET", f"/v1/members/{_segment(member_ref)}")
-
-    def history(self, member_ref: str, limit: int | None = None, cursor: str | None = None) -> Any:
-        return self._call(
-            "GET",
-            f"/v1/members/{_segment(member_ref)}/transactions",
-            params={"limit": limit, "cursor": cursor},
-        )
-
-    def issue(self, member_ref: str, points: int, reference: str | None = None, **kw: Any) -> Any:
-        body = {"member_ref": member_ref, "points": points, "reference": reference}
-        return self._call("POST", "/v1/issuances", json=_compact(body), **kw)
-
-    def redeem(self, member_ref: str, points: int, reference: str | None = None, **kw: Any) -> Any:
-        body = {"member_ref": member_ref, "points": points, "reference": reference}
-        return self._call("POST", "/v1/redemptions", json=_compact(body), **kw)
-
-    def transfer(self, from_member_ref: str, to_member_ref: str, points: int, **kw: Any) -> Any:
-        body = {
-            "from_member_ref": from_member_ref,
-            "to_member_ref": to_member_ref,
-            "points": points,
-        }
-        return self._call("POST", "/v1/transfers", json=body, **kw)
-
-    def hold(self, member_ref: str, points: int, expires_in: int | None = None, **kw: Any) -> Any:
-        body = {"member_ref": member_ref, "points": points, "expires_in": expires_in}
-        return self._call("POST", "/v1/holds", json=_compact(body), **kw)
-
-    def capture(self, hold_id: str, points: int | None = None, **kw: Any) -> Any:
-        return self._call(
-            "POST", f"/v1/holds/{hold_id}/capture", json=_compact({"points": points}), **kw
-        )
-
-    def void(self, hold_id: str, **kw: Any) -> Any:
-        return self._call("POST", f"/v1/holds/{hold_id}/void", json={}, **kw)
-
-    def reverse(self, transaction_id: str, points: int | None = None, **kw: Any) -> Any:
-        return self._call(
-            "POST",
-            f"/v1/transactions/{transaction_id}/reversal",
-            json=_compact({"points": points}),
-            **kw,
-        )
-
-    def transaction(self, transaction_id: str) -> Any:
-        return self._call("GET", f"/v1/transactions/{transaction_id}")
-
-    def rates(self) -> Any:
-        return self._call("GET", "/v1/rates")
-
-    def quote(
-        self, member_ref: str, to_partner: str, to_member_ref: str, points: int, **kw: Any
-    ) -> Any:
-        body = {
-            "member_ref": member_ref,
-            "to_partner": to_partner,
-            "to_member_ref": to_member_ref,
-            "points": points,
-        }
-        return self._call("POST", "/v1/quotes", json=body, **kw)
-
-    def convert(
-        self,
-        member_ref: str,
-        to_partner: str,
-        to_member_ref: str,
-        points: int,
-        quote_id: str | None = None,
-        **kw: Any,
-    ) -> Any:
-        body = {
-            "member_ref": member_ref,
-            "to_partner": to_partner,
-            "to_member_ref": to_member_ref,
-            "points": points,
-            "quote_id": quote_id,
-        }
-        return self._call("POST", "/v1/conversions", json=_compact(body), **kw)
-
-    def donate(self, member_ref: str, charity: str, points: int, **kw: Any) -> Any:
-        body = {"member_ref": member_ref, "charity": charity, "points": points}
-        return self._call("POST", "/v1/donations", json=body, **kw)
-
-    def settlements(self) -> Any:
-        return self._call("GET", "/v1/settlements")
-
-    def settlement(self, business_date: str) -> Any:
-        return self._call("GET", f"/v1/settlements/{business_date}")
-
-
-def _compact(body: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in body.items() if v is not None}
-
-
-def _segment(value: str) -> str:
-    from urllib.parse import quote
-
-    return quote(value, safe="")
+def _signer(key_id: str, alg: str, key: bytes | str | Ed25519PrivateKey, verify: bool) -> _Signer:
+    material = key if isinstance(key, Ed25519PrivateKey) else _secret_bytes(key)
+    return _Signer(key_id, alg, material, verify)
 
 
 class ExchangeClient(_Operations):
@@ -308,13 +633,11 @@ class ExchangeClient(_Operations):
         backoff: float = 0.05,
         timeout: float = 10.0,
     ) -> None:
-        material = key if isinstance(key, Ed25519PrivateKey) else _secret_bytes(key)
-        self._signer = _Signer(key_id, alg, material, verify_responses)
         self._http = httpx.Client(
             base_url=base_url, transport=transport, timeout=timeout, limits=_LIMITS
         )
-        self.retries = retries
-        self.backoff = backoff
+        signer = _signer(key_id, alg, key, verify_responses)
+        self._session = _Session(self._http, signer, retries, backoff)
 
     def __enter__(self) -> ExchangeClient:
         return self
@@ -326,48 +649,33 @@ class ExchangeClient(_Operations):
         self._http.close()
 
     def refresh_keys(self) -> None:
-        self._signer.load_keys(self._http.get("/v1/keys"))
+        """Fetch the exchange's public keys now (else: with the first answer)."""
+        self._drive(self._session.refresh_keys())
 
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        params: Mapping[str, Any] | None = None,
-        idempotency_key: str | None = None,
-    ) -> httpx.Response:
-        """Send a signed request, retrying with the same idempotency key; verify the answer."""
-        if method == "POST" and idempotency_key is None:
-            idempotency_key = new_idempotency_key()
-        attempt = 0
+    def _run(self, call: Call[T]) -> T:
+        return self._drive(self._session.converse(call))
+
+    def _drive(self, conversation: Conversation[T]) -> T:
+        response: httpx.Response | None = None
+        failure: httpx.TransportError | None = None
         while True:
-            request = _build(self._http, method, path, json, params, idempotency_key)
-            self._signer.sign(request)
             try:
-                response = self._http.send(request)
-            except httpx.TransportError:
-                if attempt >= self.retries:
-                    raise
+                step = conversation.throw(failure) if failure else conversation.send(response)
+            except StopIteration as done:
+                answer: T = done.value
+                return answer
+            response, failure = None, None
+            if isinstance(step, httpx.Request):
+                try:
+                    response = self._http.send(step)
+                except httpx.TransportError as exc:
+                    failure = exc
             else:
-                if not _retryable(response) or attempt >= self.retries:
-                    self._verify(response)
-                    return response
-            time.sleep(_backoff(attempt, self.backoff))
-            attempt += 1
-
-    def _verify(self, response: httpx.Response) -> None:
-        if self._signer.check(response) is None:
-            self.refresh_keys()
-            if self._signer.check(response) is None:
-                raise ResponseSignatureInvalid("the answer is not signed by a published key")
-
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        return _result(self.request(method, path, **kwargs))
+                time.sleep(step)
 
 
 class AsyncExchangeClient(_Operations):
-    """The asynchronous twin of :class:`ExchangeClient`; its operations are awaitables."""
+    """The asynchronous :class:`ExchangeClient`: the same operations, awaited."""
 
     def __init__(
         self,
@@ -382,13 +690,11 @@ class AsyncExchangeClient(_Operations):
         backoff: float = 0.05,
         timeout: float = 10.0,
     ) -> None:
-        material = key if isinstance(key, Ed25519PrivateKey) else _secret_bytes(key)
-        self._signer = _Signer(key_id, alg, material, verify_responses)
         self._http = httpx.AsyncClient(
             base_url=base_url, transport=transport, timeout=timeout, limits=_LIMITS
         )
-        self.retries = retries
-        self.backoff = backoff
+        signer = _signer(key_id, alg, key, verify_responses)
+        self._session = _Session(self._http, signer, retries, backoff)
 
     async def __aenter__(self) -> AsyncExchangeClient:
         return self
@@ -400,41 +706,26 @@ class AsyncExchangeClient(_Operations):
         await self._http.aclose()
 
     async def refresh_keys(self) -> None:
-        self._signer.load_keys(await self._http.get("/v1/keys"))
+        """Fetch the exchange's public keys now (else: with the first answer)."""
+        await self._drive(self._session.refresh_keys())
 
-    async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        params: Mapping[str, Any] | None = None,
-        idempotency_key: str | None = None,
-    ) -> httpx.Response:
-        """Send a signed request, retrying with the same idempotency key; verify the answer."""
-        if method == "POST" and idempotency_key is None:
-            idempotency_key = new_idempotency_key()
-        attempt = 0
+    async def _run(self, call: Call[T]) -> T:
+        return await self._drive(self._session.converse(call))
+
+    async def _drive(self, conversation: Conversation[T]) -> T:
+        response: httpx.Response | None = None
+        failure: httpx.TransportError | None = None
         while True:
-            request = _build(self._http, method, path, json, params, idempotency_key)
-            self._signer.sign(request)
             try:
-                response = await self._http.send(request)
-            except httpx.TransportError:
-                if attempt >= self.retries:
-                    raise
+                step = conversation.throw(failure) if failure else conversation.send(response)
+            except StopIteration as done:
+                answer: T = done.value
+                return answer
+            response, failure = None, None
+            if isinstance(step, httpx.Request):
+                try:
+                    response = await self._http.send(step)
+                except httpx.TransportError as exc:
+                    failure = exc
             else:
-                if not _retryable(response) or attempt >= self.retries:
-                    await self._verify(response)
-                    return response
-            await asyncio.sleep(_backoff(attempt, self.backoff))
-            attempt += 1
-
-    async def _verify(self, response: httpx.Response) -> None:
-        if self._signer.check(response) is None:
-            await self.refresh_keys()
-            if self._signer.check(response) is None:
-                raise ResponseSignatureInvalid("the answer is not signed by a published key")
-
-    async def _call(self, method: str, path: str, **kwargs: Any) -> Any:  # type: ignore[override]
-        return _result(await self.request(method, path, **kwargs))
+                await asyncio.sleep(step)

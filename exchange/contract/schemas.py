@@ -16,17 +16,18 @@ import msgspec
 
 from exchange.contract.types import (
     MAX_MICROS_PER_POINT,
-    MAX_POINTS,
     MemberRef,
     Points,
+    PointsFloor,
     Reference,
 )
 
 MAX_HOLD_SECONDS = 90 * 24 * 3600
 
 
-class RequestBody(msgspec.Struct, forbid_unknown_fields=True):
-    """Base of request bodies: unknown fields are refused."""
+class RequestBody(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """Base of request bodies: unknown fields are refused. Encoded (by the SDK) without the
+    optional fields left at their default, as a partner would write the body by hand."""
 
 
 class MemberCreate(RequestBody):
@@ -84,7 +85,7 @@ class PartnerCreate(RequestBody):
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
     currency: Annotated[str, msgspec.Meta(pattern=r"^[A-Z][A-Z0-9]{1,15}$")] | None = None
     """A brand's points currency code, such as ``SKY``."""
-    min_donation_points: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    min_donation_points: Points | None = None
     """A charity's minimum donation."""
 
 
@@ -94,16 +95,25 @@ class KeyCreate(RequestBody):
     """ed25519: the partner's public key, PEM (SubjectPublicKeyInfo). hmac-sha256: absent."""
 
 
+class PublicKey(msgspec.Struct):
+    """One of the exchange's public keys (``GET /v1/keys``), to verify what it signs."""
+
+    key_id: str
+    alg: str
+    public_key: str
+    """PEM (SubjectPublicKeyInfo)."""
+
+
 class PartnerOut(msgspec.Struct):
     id: uuid.UUID
     kind: str
     name: str
     currency: str | None
-    min_donation_points: int | None = None
+    min_donation_points: Points | None = None
 
 
 class MemberOut(msgspec.Struct):
-    member_ref: str
+    member_ref: MemberRef
     currency: str
 
 
@@ -121,7 +131,7 @@ class AccountHead(msgspec.Struct):
     """The head of a member account's hash chain, as the exchange signs it."""
 
     currency: str
-    member_ref: str
+    member_ref: MemberRef
     seq: int
     balance: int
     head_hash: str
@@ -130,7 +140,7 @@ class AccountHead(msgspec.Struct):
 
 
 class MemberBalanceOut(msgspec.Struct):
-    member_ref: str
+    member_ref: MemberRef
     currency: str
     balance: int
     held: int
@@ -160,7 +170,7 @@ class PostingOut(msgspec.Struct):
     ledger: str
     account: str
     """The account's kind: ``member``, ``issuance`` or ``settlement``."""
-    member_ref: str | None
+    member_ref: MemberRef | None
     seq: int
     amount: int
     balance_after: int
@@ -184,7 +194,7 @@ class TransactionOut(msgspec.Struct):
 
 
 class BalanceOut(msgspec.Struct):
-    member_ref: str
+    member_ref: MemberRef
     balance: int
     held: int
     available: int
@@ -207,8 +217,8 @@ class OperationOut(msgspec.Struct):
 
 class HoldOut(msgspec.Struct):
     id: uuid.UUID
-    member_ref: str
-    points: int
+    member_ref: MemberRef
+    points: Points
     captured: int
     status: str
     """``active``, ``captured``, ``voided`` or ``expired``."""
@@ -280,12 +290,12 @@ class PointValueCreate(RequestBody):
 class RateCreate(RequestBody):
     from_currency: CurrencyCode
     to_currency: CurrencyCode
-    from_points: Annotated[int, msgspec.Meta(ge=1, le=MAX_POINTS)]
-    to_points: Annotated[int, msgspec.Meta(ge=1, le=MAX_POINTS)]
+    from_points: Points
+    to_points: Points
     """Destination points given per ``from_points`` source points."""
     fee_bps: Annotated[int, msgspec.Meta(ge=0, le=10_000)]
     """The operator's fee in basis points of the source points, rounded up."""
-    min_points: Annotated[int, msgspec.Meta(ge=0, le=MAX_POINTS)] = 0
+    min_points: PointsFloor = 0
     """The fewest source points one conversion may take."""
     effective_at: AwareTime | None = None
     """From when the version holds: now (the default) or later, never earlier."""
@@ -307,10 +317,10 @@ class RateOut(msgspec.Struct):
     from_currency: str
     to_partner_id: uuid.UUID
     to_currency: str
-    from_points: int
-    to_points: int
+    from_points: Points
+    to_points: Points
     fee_bps: int
-    min_points: int
+    min_points: PointsFloor
     effective_at: dt.datetime
     created_at: dt.datetime
 
@@ -326,7 +336,7 @@ class CharityOut(msgspec.Struct):
     id: uuid.UUID
     """What ``POST /v1/donations`` takes as ``charity``."""
     name: str
-    min_donation_points: int | None
+    min_donation_points: Points | None
 
 
 class QuoteCreate(RequestBody):
@@ -365,9 +375,9 @@ class QuoteOut(msgspec.Struct):
     rate_version_id: uuid.UUID
     from_currency: str
     to_currency: str
-    member_ref: str
-    to_member_ref: str
-    points: int
+    member_ref: MemberRef
+    to_member_ref: MemberRef
+    points: Points
     fee: int
     """Source points kept as the operator's fee: ``ceil(points * fee_bps / 10000)``."""
     out: int
@@ -386,9 +396,9 @@ class ConversionTerms(msgspec.Struct):
     quote_id: uuid.UUID | None
     from_currency: str
     to_currency: str
-    member_ref: str
-    to_member_ref: str
-    points: int
+    member_ref: MemberRef
+    to_member_ref: MemberRef
+    points: Points
     fee: int
     out: int
     source_value_micros: int
@@ -429,10 +439,10 @@ class DonationReceiptOut(msgspec.Struct, forbid_unknown_fields=True):
     """Always ``donation-receipt``."""
     id: str
     """The donation's transaction id."""
-    member_ref: str
+    member_ref: MemberRef
     points_currency: str
     charity: CharityRef
-    points: int
+    points: Points
     amount_micros: int
     """What the brand owes the charity for the points, in micros of ``currency``."""
     currency: str

@@ -18,6 +18,11 @@ Points = Annotated[
     int,
     msgspec.Meta(ge=1, le=MAX_POINTS, description="Whole points, 1 to 10^12, as a JSON integer."),
 ]
+PointsFloor = Annotated[
+    int,
+    msgspec.Meta(ge=0, le=MAX_POINTS, description="Whole points, 0 to 10^12: a lower limit."),
+]
+"""A bound on amounts (a rate's ``min_points``) that may be zero."""
 MemberRef = Annotated[
     str,
     msgspec.Meta(

@@ -13,15 +13,9 @@ from litestar.openapi.datastructures import ResponseSpec
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from exchange.contract.schemas import PublicKey
 from exchange.migrate import head_revision
 from exchange.openapi import PROBLEM_MEDIA_TYPE, ProblemDetail
-
-
-class PublicKey(msgspec.Struct):
-    key_id: str
-    alg: str
-    public_key: str
-    """PEM (SubjectPublicKeyInfo)."""
 
 
 class Health(msgspec.Struct):

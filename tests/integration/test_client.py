@@ -23,12 +23,20 @@ from typing import Any
 
 import asyncpg
 import httpx
+import msgspec
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from exchange.contract.schemas import (
+    HoldOperationOut,
+    MemberOut,
+    OperationOut,
+    PartnerOut,
+    TransactionReceiptOut,
+)
 from exchange.ledger.models import LedgerTransaction, Posting
 from exchange.ledger.verify import verify_ledger
 from exchange.settings import Settings
@@ -263,8 +271,8 @@ async def ledger(
     return int(count or 0), int(postings or 0)
 
 
-def balances(body: dict[str, Any]) -> dict[str, tuple[int, int, int]]:
-    return {b["member_ref"]: (b["balance"], b["held"], b["available"]) for b in body["balances"]}
+def balances(body: OperationOut | HoldOperationOut) -> dict[str, tuple[int, int, int]]:
+    return {b.member_ref: (b.balance, b.held, b.available) for b in body.balances}
 
 
 def assert_all_signed(server: LiveServer, wire: Wire, key: Key) -> None:
@@ -290,9 +298,14 @@ def assert_all_signed(server: LiveServer, wire: Wire, key: Key) -> None:
         )
 
 
-def receipt_verifies(server: LiveServer, body: dict[str, Any]) -> bool:
-    public = server.exchange_keys[body["receipt"]["key_id"]]
-    return verify_document(body["transaction"], body["receipt"], public)
+def receipt_verifies(
+    server: LiveServer, body: OperationOut | HoldOperationOut | TransactionReceiptOut
+) -> bool:
+    """The receipt verifies over the transaction as the SDK decoded it, encoded again: the
+    Struct keeps every signed field, and its encoding is the exchange's."""
+    public = server.exchange_keys[body.receipt.key_id]
+    receipt = msgspec.to_builtins(body.receipt)
+    return verify_document(msgspec.to_builtins(body.transaction), receipt, public)
 
 
 # --------------------------------------------------------------------------- tests
@@ -312,24 +325,18 @@ async def test_worked_example(
     key = sky.key(alg)
     async with sdk_for(flavour, live_server, key) as sdk:
         me = await sdk("me")
-        assert me == {
-            "id": sky.partner_id,
-            "kind": "brand",
-            "name": "Sky Air",
-            "currency": "SKY",
-            "min_donation_points": None,
-        }
-        assert await sdk("enrol", "alice") == {"member_ref": "alice", "currency": "SKY"}
-        assert await sdk("enrol", "alice") == {"member_ref": "alice", "currency": "SKY"}
-        assert await sdk("enrol", "bob") == {"member_ref": "bob", "currency": "SKY"}
+        assert me == PartnerOut(uuid.UUID(sky.partner_id), "brand", "Sky Air", "SKY", None)
+        assert await sdk("enrol", "alice") == MemberOut("alice", "SKY")
+        assert await sdk("enrol", "alice") == MemberOut("alice", "SKY")
+        assert await sdk("enrol", "bob") == MemberOut("bob", "SKY")
         statuses = [r.status_code for _, r in sdk.wire.calls("POST", "/v1/members")]
         assert statuses == [201, 200, 201]
 
         issued = await sdk("issue", "alice", 1000, reference="flight LH1")
         assert balances(issued) == {"alice": (1000, 0, 1000)}
-        assert issued["transaction"]["kind"] == "issue"
-        assert issued["transaction"]["partner"] == sky.partner_id
-        assert issued["transaction"]["reference"] == "flight LH1"
+        assert issued.transaction.kind == "issue"
+        assert issued.transaction.partner == uuid.UUID(sky.partner_id)
+        assert issued.transaction.reference == "flight LH1"
         assert receipt_verifies(live_server, issued)
 
         redeemed = await sdk("redeem", "alice", 300)
@@ -338,37 +345,37 @@ async def test_worked_example(
         assert balances(moved) == {"alice": (500, 0, 500), "bob": (200, 0, 200)}
 
         held = await sdk("hold", "alice", 100)
-        assert held["hold"]["status"] == "active"
+        assert held.hold.status == "active"
         assert balances(held) == {"alice": (500, 100, 400)}
-        captured = await sdk("capture", held["hold"]["id"], 60)
-        assert (captured["hold"]["status"], captured["hold"]["captured"]) == ("captured", 60)
+        captured = await sdk("capture", held.hold.id, 60)
+        assert (captured.hold.status, captured.hold.captured) == ("captured", 60)
         assert balances(captured) == {"alice": (440, 0, 440)}
 
         second = await sdk("hold", "alice", 50, expires_in=600)
         assert balances(second) == {"alice": (440, 50, 390)}
-        voided = await sdk("void", second["hold"]["id"])
-        assert voided["hold"]["status"] == "voided"
+        voided = await sdk("void", second.hold.id)
+        assert voided.hold.status == "voided"
         assert balances(voided) == {"alice": (440, 0, 440)}
 
-        issue_id = issued["transaction"]["id"]
+        issue_id = issued.transaction.id
         reversal = await sdk("reverse", issue_id, 100)
-        assert reversal["transaction"]["reverses"] == issue_id
+        assert reversal.transaction.reverses == issue_id
         assert balances(reversal) == {"alice": (340, 0, 340)}
 
         alice = await sdk("member", "alice")
-        assert (alice["balance"], alice["held"], alice["available"]) == (340, 0, 340)
-        assert (alice["head"]["balance"], alice["head"]["seq"]) == (340, 5)
+        assert (alice.balance, alice.held, alice.available) == (340, 0, 340)
+        assert (alice.head.balance, alice.head.seq) == (340, 5)
         bob = await sdk("member", "bob")
-        assert (bob["balance"], bob["held"], bob["available"]) == (200, 0, 200)
+        assert (bob.balance, bob.held, bob.available) == (200, 0, 200)
 
         page = await sdk("history", "alice", limit=3)
-        assert [i["amount"] for i in page["items"]] == [-100, -60, -200]
-        rest = await sdk("history", "alice", limit=3, cursor=page["next_cursor"])
-        assert [i["amount"] for i in rest["items"]] == [-300, 1000]
-        assert rest["next_cursor"] is None
+        assert [i.amount for i in page.items] == [-100, -60, -200]
+        rest = await sdk("history", "alice", limit=3, cursor=page.next_cursor)
+        assert [i.amount for i in rest.items] == [-300, 1000]
+        assert rest.next_cursor is None
 
         shown = await sdk("transaction", issue_id)
-        assert shown["transaction"] == issued["transaction"]
+        assert shown.transaction == issued.transaction
         assert receipt_verifies(live_server, shown)
 
     # issue, redeem, transfer, hold, capture, hold, void, reverse; holds and voids post nothing
@@ -458,9 +465,9 @@ async def test_altered_answers_are_refused(
         async with sdk_for(flavour, live_server, sky.ed25519) as clean:
             replayed = await clean("issue", "alice", 1000, idempotency_key=key)
         [(_, first)] = wire.calls("POST", "/v1/issuances")
-        assert json.loads(first.content) == replayed, name
+        assert msgspec.json.decode(first.content, type=OperationOut) == replayed, name
         assert await ledger(sessions, key) == (1, 2), name
-    alice = (await _member(flavour, live_server, sky, "alice"))["balance"]
+    alice = (await _member(flavour, live_server, sky, "alice")).balance
     assert alice == 1000 * len(TAMPERS)
 
 
@@ -502,9 +509,9 @@ async def test_a_lost_answer_is_retried_with_the_same_key(
         != (parse_signatures(first_q.headers)[0].params["nonce"])
     )
     assert retry_r.content == first_r.content
-    assert body == json.loads(first_r.content)
+    assert body == msgspec.json.decode(first_r.content, type=OperationOut)
     assert balances(body) == {"alice": (1000, 0, 1000)}
-    assert again["balance"] == 1000
+    assert again.balance == 1000
     key = json.loads(first_q.headers["idempotency-key"])
     assert await ledger(sessions, key) == (1, 2)
     assert await ledger(sessions) == (1, 2)
@@ -640,7 +647,7 @@ async def test_refusals_are_problem_errors(
         await sdk("enrol", "alice")
         await sdk("issue", "alice", 10)
         hold = await sdk("hold", "alice", 4)
-        await sdk("void", hold["hold"]["id"])
+        await sdk("void", hold.hold.id)
         before = await ledger(sessions)
 
         async def refused(operation: str, *args: Any, **kw: Any) -> ProblemError:
@@ -653,7 +660,7 @@ async def test_refusals_are_problem_errors(
         assert (short.problem["available"], short.problem["requested"]) == (10, 11)
         missing = await refused("member", "nobody")
         assert (missing.status, missing.type) == (404, PROBLEMS + "member-not-found")
-        again = await refused("void", hold["hold"]["id"])
+        again = await refused("void", hold.hold.id)
         assert (again.status, again.type) == (409, PROBLEMS + "hold-not-active")
         zero = await refused("issue", "alice", 0)
         assert (zero.status, zero.type) == (422, PROBLEMS + "invalid-amount")
@@ -665,6 +672,6 @@ async def test_refusals_are_problem_errors(
             await as_operator("enrol", "alice")
     assert (caught.value.status, caught.value.type) == (403, PROBLEMS + "not-a-brand")
     assert await ledger(sessions) == (before[0] + 1, before[1] + 2)  # the one redeem of 1
-    voids = wire.calls("POST", f"/v1/holds/{hold['hold']['id']}/void")
+    voids = wire.calls("POST", f"/v1/holds/{hold.hold.id}/void")
     assert [r.status_code for _, r in voids] == [200, 409]  # the 409 was not retried
     assert_all_signed(live_server, wire, sky.hmac)

@@ -131,8 +131,8 @@ async def seed(server: LiveServer, brand: Credentials, operator: Credentials) ->
     return Known(
         path={
             "member_ref": refs,
-            "hold_id": [hold["hold"]["id"]],
-            "transaction_id": [issued["transaction"]["id"]],
+            "hold_id": [str(hold.hold.id)],
+            "transaction_id": [str(issued.transaction.id)],
             "partner_id": [str(brand.partner.id), str(operator.partner.id)],
         },
         body={"member_ref": refs, "from_member_ref": refs, "to_member_ref": refs},
