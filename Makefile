@@ -10,14 +10,26 @@ STAMP := $(VENV)/.installed-stamp
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+# The dependencies come pinned, with their hashes, from requirements-dev.lock (`make lock`
+# writes it and requirements.lock, the runtime set, from pyproject.toml); the project itself
+# goes in editable, without resolving anything again.
+$(STAMP): pyproject.toml requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes -r requirements-dev.lock
+	$(BIN)/pip install --quiet -e . --no-deps
 	touch $(STAMP)
 
 .PHONY: install
 install: $(STAMP) ## Create .venv and install the service with its development tools
+
+UV_COMPILE = $(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 \
+	--generate-hashes --quiet --custom-compile-command 'make lock'
+
+.PHONY: lock
+lock: $(STAMP) ## Pin the dependencies again from pyproject.toml (requirements*.lock)
+	$(UV_COMPILE) -o requirements.lock
+	$(UV_COMPILE) --extra dev -o requirements-dev.lock
 
 .PHONY: run
 run: $(STAMP) ## Serve the exchange (SQLite in ./var unless EXCHANGE_DATABASE_URL is set)
@@ -28,10 +40,11 @@ test: $(STAMP) ## Run the whole suite, on SQLite and on PostgreSQL
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 .PHONY: lint
-lint: $(STAMP) ## Lint, check formatting and type-check
+lint: $(STAMP) ## Lint, check formatting, type-check and check the import contracts
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 .PHONY: bench
 bench: $(STAMP) ## Run the benchmarks against PostgreSQL (see bench/README.md); installs wrk as root

@@ -6,6 +6,7 @@ import logging
 import re
 
 import structlog
+from litestar.enums import ScopeType
 from litestar.logging.config import StructLoggingConfig
 from litestar.plugins.structlog import StructlogConfig, StructlogPlugin
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
@@ -23,7 +24,7 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
     A caller's own id is kept when it is short and plain; otherwise we make one."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != ScopeType.HTTP:
             await app(scope, receive, send)
             return
         given = next(
@@ -66,7 +67,6 @@ def structlog_plugin(settings: Settings) -> StructlogPlugin:
                 logger_factory=structlog.PrintLoggerFactory(),
                 wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
             ),
-            middleware_logging_config=None,
             enable_middleware_logging=False,
         )
     )

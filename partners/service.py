@@ -8,11 +8,12 @@ import re
 import secrets
 import uuid
 from dataclasses import dataclass
+from typing import cast
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import insert, select, update
+from sqlalchemy import Table, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from exchange.base import utcnow, uuid7
@@ -79,7 +80,7 @@ async def create_partner(
         assert currency is not None
         pools.append(("issuance", currency))
     await session.execute(
-        insert(Account.__table__),
+        insert(cast(Table, Account.__table__)),
         [
             {
                 "ledger": ledger,
