@@ -43,7 +43,8 @@ from exchange.http.idempotency import (
     IdempotencyInFlight,
     lock_scope,
 )
-from exchange.ledger.grouped import Answer, SingleOperation, post_operations
+from exchange.ledger.grouped import Answer, OperationKind, SingleOperation, post_operations
+from exchange.ledger.parties import PartnerInfo
 from exchange.ledger.receipts import posted_operation_out
 from exchange.signing import ExchangeKeys
 from partners.models import IdempotencyRecord
@@ -74,8 +75,8 @@ class GroupCommit:
         self._keys = keys
         self._grouper: Grouper[_Request, Answer] = Grouper(self._flush)
 
-    def for_request(self, fingerprint: bytes) -> BoundPipeline:
-        return BoundPipeline(self, fingerprint)
+    def for_request(self, caller: PartnerInfo, key: str, fingerprint: bytes) -> BoundPipeline:
+        return BoundPipeline(self, caller, key, fingerprint)
 
     async def submit(self, operation: SingleOperation, fingerprint: bytes) -> Answer:
         return await self._grouper.submit(_Request(operation, fingerprint))
@@ -116,9 +117,16 @@ class BoundPipeline:
     """:class:`GroupCommit` seen from one request (what the ledger's controllers call)."""
 
     group_commit: GroupCommit
+    caller: PartnerInfo
+    idempotency_key: str
     fingerprint: bytes
 
-    async def post(self, operation: SingleOperation) -> Answer:
+    async def post(
+        self, kind: OperationKind, points: int, member_refs: tuple[str, ...], reference: str | None
+    ) -> Answer:
+        operation = SingleOperation(
+            self.caller, kind, points, member_refs, reference, self.idempotency_key
+        )
         return await self.group_commit.submit(operation, self.fingerprint)
 
 

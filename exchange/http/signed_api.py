@@ -50,9 +50,12 @@ def provide_idempotency_key(request: Request[PartnerInfo, str, State]) -> str:
 
 
 def provide_pipeline(request: Request[PartnerInfo, str, State]) -> OperationPipeline:
-    """Group commit, seen from this request (its fingerprint, from the idempotency layer)."""
+    """Group commit, seen from this request: its caller, key and fingerprint."""
     group_commit: GroupCommit = request.app.state.group_commit
-    return group_commit.for_request(request.state.idempotency_fingerprint)
+    state = request.state
+    return group_commit.for_request(
+        request.user, state.idempotency_key, state.idempotency_fingerprint
+    )
 
 
 def provide_settings(state: State) -> Settings:

@@ -59,10 +59,14 @@ class Answer:
 
 @runtime_checkable
 class OperationPipeline(Protocol):
-    """Posts one request's operation with its group and answers once the group committed; a
-    refusal of this operation alone is raised as its :class:`DomainError`."""
+    """One request's way into group commit: it knows the caller and the request's
+    Idempotency-Key, posts the operation with its group and answers once the group committed;
+    a refusal of this operation alone is raised as its :class:`DomainError`. (One dependency
+    for all of it: a handler with several makes the framework resolve them in a task group.)"""
 
-    async def post(self, operation: SingleOperation) -> Answer: ...
+    async def post(
+        self, kind: OperationKind, points: int, member_refs: tuple[str, ...], reference: str | None
+    ) -> Answer: ...
 
 
 def _check(operation: SingleOperation) -> None:

@@ -25,7 +25,7 @@ from exchange.contract.schemas import (
 )
 from exchange.ledger import holds, reads, reversal
 from exchange.ledger.engine import PostedTransaction
-from exchange.ledger.grouped import GROUP_COMMIT_OPT, OperationPipeline, SingleOperation
+from exchange.ledger.grouped import GROUP_COMMIT_OPT, OperationKind, OperationPipeline
 from exchange.ledger.holds import HoldView
 from exchange.ledger.parties import PartnerInfo
 from exchange.ledger.reads import hold_view, transaction_view
@@ -67,12 +67,16 @@ async def _hold_answer(
 
 
 async def _grouped(
-    pipeline: OperationPipeline, operation: SingleOperation
+    pipeline: OperationPipeline,
+    kind: OperationKind,
+    points: int,
+    member_refs: tuple[str, ...],
+    reference: str | None,
 ) -> Response[OperationOut]:
-    """Post ``operation`` with the requests of its group (exchange.ledger.grouped); its answer
+    """Post the operation with the requests of its group (exchange.ledger.grouped); its answer
     was encoded, signed and recorded under the Idempotency-Key in the group's transaction, so
     the bytes go out as they are (the annotation keeps the schema in the OpenAPI document)."""
-    answer = await pipeline.post(operation)
+    answer = await pipeline.post(kind, points, member_refs, reference)
     headers = {"idempotent-replayed": "true"} if answer.replayed else None
     return Response(
         answer.body,  # type: ignore[arg-type]
@@ -97,15 +101,9 @@ class OperationsController(Controller):
     async def issue(
         self,
         data: JSONBody[IssuanceCreate],
-        caller: NamedDependency[PartnerInfo],
         pipeline: NamedDependency[OperationPipeline],
-        idempotency_key: NamedDependency[str],
     ) -> Response[OperationOut]:
-        return await _grouped(
-            pipeline, SingleOperation(
-                caller, "issue", data.points, (data.member_ref,), data.reference, idempotency_key
-            ),
-        )  # fmt: skip
+        return await _grouped(pipeline, "issue", data.points, (data.member_ref,), data.reference)
 
     @post(
         "/redemptions",
@@ -119,15 +117,9 @@ class OperationsController(Controller):
     async def redeem(
         self,
         data: JSONBody[RedemptionCreate],
-        caller: NamedDependency[PartnerInfo],
         pipeline: NamedDependency[OperationPipeline],
-        idempotency_key: NamedDependency[str],
     ) -> Response[OperationOut]:
-        return await _grouped(
-            pipeline, SingleOperation(
-                caller, "redeem", data.points, (data.member_ref,), data.reference, idempotency_key
-            ),
-        )  # fmt: skip
+        return await _grouped(pipeline, "redeem", data.points, (data.member_ref,), data.reference)
 
     @post(
         "/transfers",
@@ -141,15 +133,10 @@ class OperationsController(Controller):
     async def transfer(
         self,
         data: JSONBody[TransferCreate],
-        caller: NamedDependency[PartnerInfo],
         pipeline: NamedDependency[OperationPipeline],
-        idempotency_key: NamedDependency[str],
     ) -> Response[OperationOut]:
         refs = (data.from_member_ref, data.to_member_ref)
-        return await _grouped(
-            pipeline,
-            SingleOperation(caller, "transfer", data.points, refs, data.reference, idempotency_key),
-        )
+        return await _grouped(pipeline, "transfer", data.points, refs, data.reference)
 
     @post(
         "/holds",
