@@ -19,7 +19,10 @@ import http_sf
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from http_sf.innerlist import ser_innerlist
+from hypothesis import given
+from hypothesis import strategies as st
 
+from partners import httpsig
 from partners.httpsig import (
     MAX_SIGNATURES,
     SignatureInvalid,
@@ -840,3 +843,50 @@ def test_response_signed_here_verifies_with_the_package() -> None:
         _PackageResponse(201, headers), require_components=("@status",), body=RESPONSE_BODY
     )
     assert result.label == "exchange"
+
+
+# --------------------------------------------------------------------------- serialising
+
+
+_sf_strings = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40)
+_sf_keys = st.from_regex(r"[a-z*][a-z0-9_.*-]{0,12}", fullmatch=True)
+_sf_params = st.dictionaries(
+    _sf_keys,
+    st.one_of(
+        _sf_strings,
+        st.integers(min_value=-999_999_999_999_999, max_value=999_999_999_999_999),
+        st.just(True),
+    ),
+    max_size=5,
+)
+
+
+@given(
+    label=_sf_keys,
+    components=st.lists(_sf_strings, max_size=6),
+    params=_sf_params,
+    signature=st.binary(max_size=80),
+)
+def test_the_signature_headers_serialise_as_http_sf_does(
+    label: str, components: list[str], params: dict[str, Any], signature: bytes
+) -> None:
+    """The hand-written serialiser of what we sign is byte for byte ``http_sf``'s."""
+    signature_input, signature_header = httpsig._serialise_signature_headers(
+        label, components, params, signature
+    )
+    inner = ([(name, {}) for name in components], params)
+    assert signature_input == http_sf.ser({label: inner})
+    assert signature_header == http_sf.ser({label: signature})
+    assert httpsig._signature_params(components, params) == ser_innerlist(inner)
+
+
+@pytest.mark.parametrize("body", [b"", b"{}", b"x" * 1000])
+def test_the_content_digest_serialises_as_http_sf_does(body: bytes) -> None:
+    for alg, hasher in httpsig.DIGEST_ALGORITHMS.items():
+        assert httpsig.content_digest(body, alg) == http_sf.ser({alg: hasher(body).digest()})
+
+
+@pytest.mark.parametrize("bad", ["tab\there", "é", "line\nbreak"])
+def test_a_value_that_is_no_structured_field_string_is_not_serialised(bad: str) -> None:
+    with pytest.raises(ValueError):
+        httpsig._serialise_signature_headers("sig1", ["@method"], {"keyid": bad}, b"s")
