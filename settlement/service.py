@@ -22,11 +22,10 @@ Design note
   its hash; see the engine's design note), so the day is one aggregate per (account,
   counterparty), with no sort by transaction, and the matrix is read off its few rows
   (:func:`_pair_day`). Transactions with several partners on both sides (the services make
-  none), and postings written before counterparties were recorded, are paired by
-  ``netting.pair_legs``, streamed one transaction at a time; one that a cutoff cut in two
-  (only postings stamped out of order can be) is paired whole by the batch that takes its
-  last posting (:func:`_pair_split`). Nothing loops over postings in
-  Python and no result grows with the day: the matrix has at most ``n * (n - 1)`` rows.
+  none) are paired by ``netting.pair_legs``, streamed one transaction at a time; one that a
+  cutoff cut in two (only postings stamped out of order can be) is paired whole by the batch
+  that takes its last posting (:func:`_pair_split`). Nothing loops over postings in Python
+  and no result grows with the day: the matrix has at most ``n * (n - 1)`` rows.
 * Exactly once. A day is written by one database transaction (batch, ranges, matrix,
   positions, instructions, statements, ``settlement.ready`` events), so a run that dies
   leaves nothing. Runs take a PostgreSQL advisory lock; the unique ``business_date`` is the
@@ -53,10 +52,8 @@ from sqlalchemy import (
     Table,
     and_,
     cast,
-    exists,
     func,
     insert,
-    or_,
     select,
     text,
     true,
@@ -88,7 +85,6 @@ from partners.models import Partner
 from settlement.calendar import BusinessCalendar, Calendar, last_complete_day
 from settlement.models import (
     SettlementBatch,
-    SettlementEntry,
     SettlementInstruction,
     SettlementObligation,
     SettlementPosition,
@@ -118,7 +114,6 @@ posting_t = typing.cast(Table, Posting.__table__)
 transaction_t = typing.cast(Table, LedgerTransaction.__table__)
 partner_t = typing.cast(Table, Partner.__table__)
 batch_t = typing.cast(Table, SettlementBatch.__table__)
-entry_t = typing.cast(Table, SettlementEntry.__table__)
 range_t = typing.cast(Table, SettlementRange.__table__)
 obligation_t = typing.cast(Table, SettlementObligation.__table__)
 position_t = typing.cast(Table, SettlementPosition.__table__)
@@ -540,7 +535,7 @@ class _Day:
     postings: int
 
 
-async def _pair_day(session: AsyncSession, batch_id: int, currency: str, *, legacy: bool) -> _Day:
+async def _pair_day(session: AsyncSession, batch_id: int, currency: str) -> _Day:
     """The day's (debtor, creditor) -> micros and its number of postings, in one aggregate.
 
     Every posting names the account it pairs with (see the engine's design note), so the day
@@ -548,9 +543,8 @@ async def _pair_day(session: AsyncSession, batch_id: int, currency: str, *, lega
     sort by transaction, and the sums become the matrix here: a credit leg is owed by its
     counterparty's partner, a debit leg owes it; a leg that names its own partner pairs with
     no one. The postings of ``settle`` transactions name their own account, so they add
-    nothing, and they are not counted. Postings marked as having several counterparties, and
-    those written before counterparties were recorded, are paired by transaction with
-    ``netting.pair_legs`` (:func:`_pair_by_transaction`)."""
+    nothing, and they are not counted. Postings marked as having several counterparties are
+    paired by transaction with ``netting.pair_legs`` (:func:`_pair_by_transaction`)."""
     p = posting_t
     low, high = await _id_bounds(session, batch_id)
     partner_of = {
@@ -579,7 +573,7 @@ async def _pair_day(session: AsyncSession, batch_id: int, currency: str, *, lega
     postings = 0
     by_transaction = False
     for account_id, other, credited, total, count in sums:
-        if other is None or other == SEVERAL_COUNTERPARTIES:
+        if other == SEVERAL_COUNTERPARTIES:
             by_transaction = True
             continue
         postings += count
@@ -621,7 +615,6 @@ async def _pair_day(session: AsyncSession, batch_id: int, currency: str, *, lega
             partner_of,
             settle_transactions,
             matrix,
-            legacy=legacy,
         )
     return _Day(dict(matrix), postings)
 
@@ -633,24 +626,14 @@ async def _pair_by_transaction(
     partner_of: dict[int, str],
     settle_transactions: list[uuid.UUID],
     matrix: dict[tuple[str, str], int],
-    *,
-    legacy: bool,
 ) -> int:
     """Pair, transaction by transaction, the batch's postings that name no single counterparty
-    (several partners on both sides, or written before counterparties were recorded), adding
-    to ``matrix``; returns how many there were. Streamed in transaction order, one
-    transaction in memory at a time. ``legacy``: batches written before ranges took postings
-    one by one (``settlement_entry``), and a posting of theirs is not taken again."""
-    p, e = posting_t, entry_t
-    counterparty = p.c.counterparty_account_id
-    conditions = [
-        or_(counterparty.is_(None), counterparty == SEVERAL_COUNTERPARTIES),
-        p.c.id.between(*bounds),
-    ]
+    (several partners on both sides), adding to ``matrix``; returns how many there were.
+    Streamed in transaction order, one transaction in memory at a time."""
+    p = posting_t
+    conditions = [p.c.counterparty_account_id == SEVERAL_COUNTERPARTIES, p.c.id.between(*bounds)]
     if settle_transactions:
         conditions.append(p.c.transaction_id.not_in(settle_transactions))
-    if legacy:
-        conditions.append(or_(counterparty.is_not(None), ~exists().where(e.c.posting_id == p.c.id)))
     rows = await session.stream(
         select(p.c.transaction_id, p.c.account_id, p.c.amount)
         .select_from(_in_ranges(batch_id))
@@ -692,31 +675,29 @@ async def _pair_split(
     matrix: dict[tuple[str, str], int],
 ) -> None:
     """A transaction paired by transaction whose postings fall into two batches. Its postings
-    are stamped together, so that happens only when they were not stamped in sequence order:
-    postings written before the engine stamped them under its locks (the first day settled
-    after the upgrade can cut through those), or a clock that stepped back. Each posting is
+    are stamped together, so that happens only when they were not stamped in sequence order
+    (a clock that stepped back). Each posting is
     still in exactly one batch; the transaction is paired whole, once, by the batch that
     takes the last of its postings (the ranges up to it cover them all), and not before."""
-    p, r, e = posting_t, range_t, entry_t
+    p, r = posting_t, range_t
     legs = (
         await session.execute(
-            select(p.c.id, p.c.account_id, p.c.seq, p.c.amount).where(
+            select(p.c.account_id, p.c.seq, p.c.amount).where(
                 p.c.transaction_id == transaction_id,
                 one_of(session, p.c.account_id, sorted(partner_of)),
             )
         )
     ).all()
-    for posting_id, account_id, seq, _ in legs:
+    for account_id, seq, _ in legs:
         covered = await session.scalar(
             select(func.max(r.c.through_seq)).where(
                 r.c.account_id == account_id, r.c.batch_id <= batch_id
             )
         )
-        taken = await session.scalar(select(exists().where(e.c.posting_id == posting_id)))
-        if (covered or 0) < seq and not taken:
+        if (covered or 0) < seq:
             return  # a later batch takes the rest, and pairs it then
     nets: dict[str, int] = defaultdict(int)
-    for _, account_id, _, amount in legs:
+    for account_id, _, amount in legs:
         nets[partner_of[account_id]] += int(amount)
     _add_pairs(matrix, {partner: amount for partner, amount in nets.items() if amount})
 
@@ -728,7 +709,7 @@ def _add_pairs(matrix: dict[tuple[str, str], int], nets: dict[str, int]) -> None
 
 
 async def _donation_stats(
-    session: AsyncSession, batch_id: int, currency: str, *, legacy: bool
+    session: AsyncSession, batch_id: int, currency: str
 ) -> dict[tuple[uuid.UUID, uuid.UUID], DonationStats]:
     """Per (charity, brand): the day's donations and reversals, counted and in points. Reads
     only the charities' postings in the batch's ranges, through ``(account_id, seq)``."""
@@ -745,15 +726,8 @@ async def _donation_stats(
     )
     if not charity_accounts:
         return {}
-    p, e = posting_t, entry_t
+    p = posting_t
     conditions = [one_of(session, range_t.c.account_id, charity_accounts)]
-    if legacy:
-        conditions.append(
-            or_(
-                p.c.counterparty_account_id.is_not(None),
-                ~exists().where(e.c.posting_id == p.c.id),
-            )
-        )
     touched = (
         select(account_t.c.partner_id.label("charity"), p.c.transaction_id.label("tx"))
         .select_from(_in_ranges(batch_id).join(account_t, account_t.c.id == p.c.account_id))
@@ -851,10 +825,7 @@ async def _settle_locked(
         await session.execute(text("ANALYZE settlement_range"))
     step("ranges")
 
-    # Batches written before ranges took postings one by one, some past their cursors: a
-    # posting of theirs (one without a counterparty) is looked up so that it is not taken again.
-    legacy = bool(await session.scalar(select(exists().select_from(entry_t))))
-    day = await _pair_day(session, batch_id, currency, legacy=legacy) if ranges else _Day({}, 0)
+    day = await _pair_day(session, batch_id, currency) if ranges else _Day({}, 0)
     matrix, postings = day.matrix, day.postings
     obligations = [Obligation(d, c, amount) for (d, c), amount in matrix.items() if amount]
     if obligations:
@@ -955,7 +926,7 @@ async def _settle_locked(
             (seq, uuid.UUID(i.payer), uuid.UUID(i.payee), i.amount_minor)
             for seq, i in enumerate(instructions, start=1)
         ],
-        donations=await _donation_stats(session, batch_id, currency, legacy=legacy),
+        donations=await _donation_stats(session, batch_id, currency),
     )
     hashes = await issue_statements(session, facts, keys)
     for p in positions:

@@ -18,13 +18,19 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from exchange.base import utcnow, uuid7
-from exchange.ledger.engine import GENESIS_HASH, Leg, TransactionSpec, post_transaction
+from exchange.ledger.engine import (
+    GENESIS_HASH,
+    SEVERAL_COUNTERPARTIES,
+    Leg,
+    TransactionSpec,
+    post_transaction,
+)
 from exchange.ledger.models import Account, LedgerTransaction, Posting
 from exchange.ledger.parties import PartnerInfo
 from exchange.ledger.verify import verify_ledger
 from exchange.settings import Settings
 from exchange.signing import ExchangeKeys
-from settlement.models import SettlementBatch, SettlementEntry, SettlementRange
+from settlement.models import SettlementBatch, SettlementRange
 from settlement.netting import pair_legs
 from settlement.service import settle_day
 from tests.integration.ledger_checks import expected_hash
@@ -250,17 +256,16 @@ async def test_transactions_with_several_partners_on_both_sides_are_paired_by_tr
     assert day1.postings == 3 + 4 + 4
 
 
-async def _write_legacy(
+async def _write_stamped(
     engine: AsyncEngine,
     session_accounts: dict[int, int],
     initiator: PartnerInfo,
-    created_at: dt.datetime | None = None,
-) -> tuple[uuid.UUID, list[int]]:
-    """A money transaction as written before counterparties were recorded: postings without
-    one, hashed with encoding version 1, and the account heads moved to match. Returns the
-    transaction and its postings' ids."""
+    created_at: dt.datetime,
+) -> None:
+    """A money transaction written directly with the stamp ``created_at``, as a clock that
+    stepped back would stamp it: its postings marked as having several counterparties (so it is
+    paired by transaction), and the account heads moved to match."""
     transaction_id = uuid7()
-    now = created_at or utcnow()
     async with engine.begin() as connection:
         heads = {
             row.id: row
@@ -272,7 +277,11 @@ async def _write_legacy(
         }
         await connection.execute(
             insert(LedgerTransaction).values(
-                id=transaction_id, kind="convert", partner_id=initiator.id, points=1, created_at=now
+                id=transaction_id,
+                kind="convert",
+                partner_id=initiator.id,
+                points=1,
+                created_at=created_at,
             )
         )
         rows = []
@@ -280,12 +289,15 @@ async def _write_legacy(
             head = heads[account_id]
             seq, balance = head.seq + 1, head.balance + amount
             previous = bytes(head.head_hash) if head.seq else GENESIS_HASH
-            digest = expected_hash(account_id, seq, transaction_id, amount, balance, previous)
+            digest = expected_hash(
+                account_id, seq, transaction_id, amount, balance, previous, SEVERAL_COUNTERPARTIES
+            )
             rows.append(
                 {
                     "transaction_id": transaction_id, "account_id": account_id, "ledger": "EUR",
                     "seq": seq, "amount": amount, "balance_after": balance,
-                    "prev_hash": previous, "hash": digest, "created_at": now,
+                    "prev_hash": previous, "hash": digest, "created_at": created_at,
+                    "counterparty_account_id": SEVERAL_COUNTERPARTIES,
                 }
             )  # fmt: skip
             await connection.execute(
@@ -294,61 +306,13 @@ async def _write_legacy(
                 .values(balance=balance, seq=seq, head_hash=digest)
             )
         await connection.execute(insert(Posting).values(rows))
-        ids = list(
-            (
-                await connection.execute(
-                    select(Posting.id).where(Posting.transaction_id == transaction_id)
-                )
-            ).scalars()
-        )
-    return transaction_id, ids
-
-
-async def test_postings_from_before_counterparties_settle_once(
-    engine: AsyncEngine, sessions: Sessions, settings: Settings, keys: ExchangeKeys, cast: Cast
-) -> None:
-    """A ledger migrated from the version that took postings one by one: two conversions
-    without counterparties, one of them already taken by a batch of that version (its rows in
-    ``settlement_entry``), and one conversion of today. The day pairs the untaken one by
-    transaction, leaves the taken one alone, and counts what it took."""
-    sky, htl, op, ret = [
-        (await _shards(sessions, partner, 0))[0]
-        for partner in (cast.sky, cast.htl, cast.op, cast.ret)
-    ]
-    taken, taken_ids = await _write_legacy(engine, {sky: -505, ret: 500, op: 5}, cast.sky)
-    await _write_legacy(engine, {htl: -2_020, sky: 2_000, op: 20}, cast.htl)
-    async with sessions() as session, session.begin():
-        await session.execute(
-            insert(SettlementEntry),
-            [
-                {"posting_id": posting_id, "batch_id": 0, "transaction_id": taken,
-                 "account_id": account_id, "amount": amount}
-                for posting_id, (account_id, amount) in zip(
-                    sorted(taken_ids), [(sky, -505), (ret, 500), (op, 5)], strict=True
-                )
-            ],
-        )  # fmt: skip
-    await convert(sessions, cast.sky, cast.htl, cast.op, 1_000, 10)
-    async with sessions() as session:
-        report = await verify_ledger(session)
-    assert report.ok, report.as_dict()
-
-    calendar = SteppedCalendar(DAY1, await cutoff_now(), HOUR)
-    day1 = await settle_day(sessions, DAY1, settings=settings, keys=keys, calendar=calendar)
-    assert named_matrix(cast, day1.obligations) == {
-        ("HTL", "SKY"): 2_000,
-        ("HTL", "OP"): 20,
-        ("SKY", "HTL"): 1_000,
-        ("SKY", "OP"): 10,
-    }
-    assert day1.postings == 3 + 3
 
 
 async def test_a_transaction_stamped_out_of_order_is_paired_once_when_whole(
     engine: AsyncEngine, sessions: Sessions, settings: Settings, keys: ExchangeKeys, cast: Cast
 ) -> None:
-    """Postings from before the engine stamped under its locks may run against their order
-    across a cutoff. Written in this order, stamped late (after the first cutoff), early, late:
+    """Postings stamped against their order (a clock that stepped back) may run across a
+    cutoff. Written in this order, stamped late (after the first cutoff), early, late:
 
         A  HTL -1 000, OP +1 000   late   (HTL seq 1, OP seq 1)
         B  SKY -505, HTL +500, OP +5  early  (SKY seq 1, HTL seq 2, OP seq 2)
@@ -360,9 +324,9 @@ async def test_a_transaction_stamped_out_of_order_is_paired_once_when_whole(
     sky, htl, op = [(await _shards(sessions, p, 0))[0] for p in (cast.sky, cast.htl, cast.op)]
     cutoff = utcnow()
     late, early = cutoff + dt.timedelta(seconds=1), cutoff - dt.timedelta(seconds=1)
-    await _write_legacy(engine, {htl: -1_000, op: 1_000}, cast.htl, late)
-    await _write_legacy(engine, {sky: -505, htl: 500, op: 5}, cast.sky, early)
-    await _write_legacy(engine, {htl: -7, sky: 7}, cast.htl, late)
+    await _write_stamped(engine, {htl: -1_000, op: 1_000}, cast.htl, late)
+    await _write_stamped(engine, {sky: -505, htl: 500, op: 5}, cast.sky, early)
+    await _write_stamped(engine, {htl: -7, sky: 7}, cast.htl, late)
     calendar = SteppedCalendar(DAY1, cutoff, HOUR)
     day1 = await settle_day(
         sessions, DAY1, settings=settings, keys=keys, calendar=calendar, now=late
