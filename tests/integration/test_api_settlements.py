@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from exchange.base import utcnow
 from exchange.settings import Settings
 from exchange.signing import load_exchange_keys
-from settlement import service as settlement
+from settlement import runs as settlement
 from settlement.calendar import BusinessCalendar
 from tests.integration.conftest import Credentials, Partners, SignedApi, register_key
 from tests.integration.pricing_support import (

@@ -32,7 +32,7 @@ from exchange.settings import Settings
 from exchange.signing import ExchangeKeys
 from settlement.models import SettlementBatch, SettlementRange
 from settlement.netting import pair_legs
-from settlement.service import settle_day
+from settlement.runs import settle_day
 from tests.integration.ledger_checks import expected_hash
 from tests.integration.settlement_support import (
     DAY1,
