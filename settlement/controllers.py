@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Response, get, post, put
 from litestar.di import NamedDependency
+from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, JSONBody, QueryParameter
 
 from exchange.contract.schemas import DocumentSignature, RequestBody
@@ -90,7 +91,13 @@ class SettlementsController(Controller):
         " answers text/csv for finance teams, its last line a comment with the exchange's"
         " signature over the statement document.",
         operation_class=SignedOperation,
-        responses=problem_responses(404),
+        responses={
+            200: ResponseSpec(
+                StatementOut,
+                description="The signed statement; asked with `.csv`, the same as text/csv.",
+            ),
+            **problem_responses(404),
+        },
     )
     async def get_statement(
         self,
