@@ -89,7 +89,7 @@ from exchange.signing import load_exchange_keys
 from partners.client import IN_FLIGHT_PROBLEM, AsyncExchangeClient, ResponseSignatureInvalid
 from partners.service import add_key, create_partner
 from settlement.netting import Obligation, net_positions
-from settlement.service import settle_day
+from settlement.runs import settle_day
 
 SETTLEMENT_CURRENCY = "EUR"
 POINT_VALUES = {"SKY": 12_000, "HTL": 5_000, "RTL": 8_000}

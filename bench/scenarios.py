@@ -409,7 +409,7 @@ async def _child_settle(day: dt.date) -> dict[str, Any]:
     from exchange.db import create_engine, session_maker
     from exchange.settings import get_settings
     from exchange.signing import load_exchange_keys
-    from settlement.service import settle_day
+    from settlement.runs import settle_day
 
     settings = get_settings()
     keys = load_exchange_keys(settings)

@@ -23,15 +23,10 @@ from exchange.errors import DomainError
 from exchange.migrate import upgrade
 from exchange.settings import Settings, get_settings
 from exchange.signing import load_exchange_keys
-from settlement.service import (
-    STEPS,
-    BatchView,
-    due_dates,
-    get_batch,
-    mark_paid,
-    settle_day,
-    settle_due,
-)
+from settlement.order import due_dates
+from settlement.payments import mark_paid
+from settlement.runs import STEPS, settle_day, settle_due
+from settlement.views import BatchView, get_batch
 
 _DATE = click.DateTime(formats=["%Y-%m-%d"])
 

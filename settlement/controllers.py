@@ -1,5 +1,6 @@
 """Settlement over the signed API: each participant's statements (JSON and CSV), its webhook
-address, and the operator's batches (run a day, read it, mark it paid)."""
+address, and the operator's batches (run a day, read it, mark it paid). The services come from
+:mod:`settlement.dependencies`; the request's transaction is committed by the layer that owns it."""
 
 from __future__ import annotations
 
@@ -9,32 +10,29 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Response, get, post, put
 from litestar.di import NamedDependency
+from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, JSONBody, QueryParameter
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from exchange.contract.schemas import DocumentSignature, RequestBody
+from exchange.contract.settlement import (
+    SettlementBatchOut,
+    SettlementBatchSummaryOut,
+    StatementSummaryOut,
+    WebhookOut,
+)
 from exchange.errors import InvalidInput
 from exchange.guards import operator_only
 from exchange.ledger.parties import PartnerInfo
 from exchange.openapi import IdempotentOperation, SignedOperation, problem_responses
-from exchange.settings import Settings
-from exchange.signing import ExchangeKeys
-from settlement import service as batches
-from settlement import statements
-from settlement.webhooks import set_webhook_url
+from settlement.dependencies import (
+    DEPENDENCIES,
+    SettlementBatches,
+    SettlementRuns,
+    Statements,
+    Webhooks,
+)
 
 CSV_SUFFIX = ".csv"
-
-
-class StatementSummaryOut(msgspec.Struct):
-    business_date: dt.date
-    batch_id: int
-    status: str
-    """``complete`` (payments due) or ``paid``."""
-    net_micros: int
-    payout_minor: int
-    sha256: str
-    """Of the canonical statement document."""
 
 
 class StatementOut(msgspec.Struct):
@@ -46,10 +44,6 @@ class StatementOut(msgspec.Struct):
 class WebhookUpdate(RequestBody):
     url: str | None
     """Where events are POSTed (https; null removes it)."""
-
-
-class WebhookOut(msgspec.Struct):
-    url: str | None
 
 
 class SettlementRun(RequestBody):
@@ -69,6 +63,7 @@ class SettlementsController(Controller):
 
     path = "/settlements"
     tags = ["settlement"]
+    dependencies = DEPENDENCIES
 
     @get(
         "/",
@@ -80,14 +75,13 @@ class SettlementsController(Controller):
     async def list_statements(
         self,
         caller: NamedDependency[PartnerInfo],
-        db_session: NamedDependency[AsyncSession],
+        statement_service: NamedDependency[Statements],
         limit: Annotated[int, QueryParameter(ge=1, le=366)] = 30,
         before: Annotated[
             dt.date | None, QueryParameter(description="Page back: statements before this day.")
         ] = None,
     ) -> list[StatementSummaryOut]:
-        rows = await statements.list_statements(db_session, caller.id, limit=limit, before=before)
-        return [StatementSummaryOut(**row.as_dict()) for row in rows]
+        return await statement_service.list_statements(caller.id, limit=limit, before=before)
 
     @get(
         "/{business_date:str}",
@@ -97,29 +91,32 @@ class SettlementsController(Controller):
         " answers text/csv for finance teams, its last line a comment with the exchange's"
         " signature over the statement document.",
         operation_class=SignedOperation,
-        responses=problem_responses(404),
+        responses={
+            200: ResponseSpec(
+                StatementOut,
+                description="The signed statement; asked with `.csv`, the same as text/csv.",
+            ),
+            **problem_responses(404),
+        },
     )
     async def get_statement(
         self,
         business_date: FromPath[str],
         caller: NamedDependency[PartnerInfo],
-        db_session: NamedDependency[AsyncSession],
-        exchange_keys: NamedDependency[ExchangeKeys],
-    ) -> Response[Any]:
+        statement_service: NamedDependency[Statements],
+    ) -> Response[StatementOut | str]:
         as_csv = business_date.endswith(CSV_SUFFIX)
         day = _business_date(business_date.removesuffix(CSV_SUFFIX))
-        document, signature = await statements.get_statement(db_session, caller.id, day)
+        document, signature = await statement_service.get(caller.id, day)
         if as_csv:
-            return Response(
-                statements.statement_csv(document, exchange_keys),
-                media_type="text/csv; charset=utf-8",
-            )
+            return Response(statement_service.csv(document), media_type="text/csv; charset=utf-8")
         return Response(StatementOut(statement=document, signature=DocumentSignature(**signature)))
 
 
 class WebhookController(Controller):
     path = "/partners/me/webhook"
     tags = ["settlement"]
+    dependencies = DEPENDENCIES
 
     @put(
         "/",
@@ -132,17 +129,9 @@ class WebhookController(Controller):
         self,
         data: JSONBody[WebhookUpdate],
         caller: NamedDependency[PartnerInfo],
-        db_session: NamedDependency[AsyncSession],
-        settings: NamedDependency[Settings],
+        webhooks: NamedDependency[Webhooks],
     ) -> WebhookOut:
-        url = await set_webhook_url(
-            db_session, caller.id, data.url, allow_http=settings.webhook_allow_http
-        )
-        # Committed here, before the answer: a PUT is not under the idempotency layer (which
-        # does this for POSTs), and the plugin's after-answer commit only logs a failure, which
-        # would answer 200 for a change that was never made. A failure here is a 500.
-        await db_session.commit()
-        return WebhookOut(url=url)
+        return await webhooks.set_url(caller.id, data.url)
 
 
 class SettlementBatchesController(Controller):
@@ -151,6 +140,7 @@ class SettlementBatchesController(Controller):
     path = "/settlement-batches"
     tags = ["settlement"]
     guards = [operator_only]
+    dependencies = DEPENDENCIES
 
     @get(
         "/",
@@ -161,10 +151,10 @@ class SettlementBatchesController(Controller):
     )
     async def list_batches(
         self,
-        db_session: NamedDependency[AsyncSession],
+        batches: NamedDependency[SettlementBatches],
         limit: Annotated[int, QueryParameter(ge=1, le=366)] = 30,
-    ) -> list[dict[str, Any]]:
-        return [row.as_dict() for row in await batches.list_batches(db_session, limit=limit)]
+    ) -> list[SettlementBatchSummaryOut]:
+        return await batches.list_batches(limit=limit)
 
     @get(
         "/{business_date:date}",
@@ -174,9 +164,9 @@ class SettlementBatchesController(Controller):
         responses=problem_responses(403, 404),
     )
     async def get_batch(
-        self, business_date: FromPath[dt.date], db_session: NamedDependency[AsyncSession]
-    ) -> dict[str, Any]:
-        return (await batches.get_batch(db_session, business_date)).as_dict()
+        self, business_date: FromPath[dt.date], batches: NamedDependency[SettlementBatches]
+    ) -> SettlementBatchOut:
+        return await batches.get(business_date)
 
     @post(
         "/",
@@ -188,26 +178,9 @@ class SettlementBatchesController(Controller):
         responses=problem_responses(403, 409),
     )
     async def run(
-        self,
-        data: JSONBody[SettlementRun],
-        db_session: NamedDependency[AsyncSession],
-        settings: NamedDependency[Settings],
-        exchange_keys: NamedDependency[ExchangeKeys],
-    ) -> list[dict[str, Any]]:
-        # Settlement runs in transactions of its own (under the settlement lock), not in the
-        # request's: a batch is made whole or not at all, whatever happens to this request, and
-        # a day run twice is the same batch. The request's transaction ends first: on SQLite it
-        # holds the database's write lock, which settlement's transaction needs.
-        await db_session.commit()
-        engine = db_session.bind
-        factory = async_sessionmaker(engine, expire_on_commit=False)
-        if data.business_date is not None:
-            batch = await batches.settle_day(
-                factory, data.business_date, settings=settings, keys=exchange_keys
-            )
-            return [batch.as_dict()]
-        done = await batches.settle_due(factory, settings=settings, keys=exchange_keys)
-        return [batch.as_dict() for batch in done]
+        self, data: JSONBody[SettlementRun], runs: NamedDependency[SettlementRuns]
+    ) -> list[SettlementBatchOut]:
+        return await runs.run(data.business_date)
 
     @post(
         "/{business_date:date}/payment",
@@ -217,6 +190,6 @@ class SettlementBatchesController(Controller):
         responses=problem_responses(403, 404, 409),
     )
     async def mark_paid(
-        self, business_date: FromPath[dt.date], db_session: NamedDependency[AsyncSession]
-    ) -> dict[str, Any]:
-        return (await batches.mark_paid(db_session, business_date)).as_dict()
+        self, business_date: FromPath[dt.date], batches: NamedDependency[SettlementBatches]
+    ) -> SettlementBatchOut:
+        return await batches.mark_paid(business_date)

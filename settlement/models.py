@@ -64,22 +64,6 @@ class SettlementBatch(Base):
     paid_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
 
-class SettlementEntry(Base):
-    """A money posting taken by a batch written before settlement took ranges (migration
-    0007): kept as the record of those batches, and read only so that the first batch after
-    them does not take a posting again. No batch writes here any more; see
-    :class:`SettlementRange`."""
-
-    __tablename__ = "settlement_entry"
-    __table_args__ = (Index("ix_settlement_entry_batch_id", "batch_id", postgresql_using="brin"),)
-
-    posting_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    batch_id: Mapped[int] = mapped_column(BigInteger)
-    transaction_id: Mapped[uuid.UUID] = mapped_column(Uuid)
-    account_id: Mapped[int] = mapped_column(BigInteger)
-    amount: Mapped[int] = mapped_column(BigInteger)
-
-
 class SettlementRange(Base):
     """What a batch took of one money account: its postings with ``seq`` above ``after_seq``
     (from the first when ``NULL``) up to ``through_seq``.

@@ -20,7 +20,7 @@ from exchange.db import session_maker
 from exchange.settings import Settings
 from exchange.signing import ExchangeKeys
 from settlement.calendar import BusinessCalendar, Calendar
-from settlement.service import settle_due
+from settlement.runs import settle_due
 from settlement.webhooks import deliver_due_webhooks
 
 log = structlog.get_logger()

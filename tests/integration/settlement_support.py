@@ -23,7 +23,7 @@ from exchange.ledger.engine import Leg, PostedTransaction, TransactionSpec, post
 from exchange.ledger.models import Account
 from exchange.ledger.parties import PartnerInfo
 from exchange.settings import Settings
-from settlement.service import InstructionView, ObligationView, PositionView
+from settlement.views import InstructionView, ObligationView, PositionView
 
 SETTLED = """
     SELECT r.batch_id, p.id AS posting_id, p.transaction_id, p.account_id, p.amount,

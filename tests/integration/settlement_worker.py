@@ -18,7 +18,7 @@ import time
 from exchange.db import create_engine, session_maker
 from exchange.settings import get_settings
 from exchange.signing import load_exchange_keys
-from settlement.service import settle_day
+from settlement.runs import settle_day
 from tests.integration.settlement_support import SteppedCalendar
 
 

@@ -14,12 +14,14 @@ import io
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from exchange.base import utcnow
 from exchange.settings import Settings
 from exchange.signing import load_exchange_keys
-from settlement import service as settlement
+from partners.models import Partner
+from settlement import runs as settlement
 from settlement.calendar import BusinessCalendar
 from tests.integration.conftest import Credentials, Partners, SignedApi, register_key
 from tests.integration.pricing_support import (
@@ -216,3 +218,62 @@ async def test_a_partner_registers_its_webhook(api: SignedApi, partners: Partner
         "PUT", "/v1/partners/me/webhook", as_=partners.htl, json_body={"url": "ftp://hotel.example"}
     )
     assert refused.status_code == 422
+
+
+SETTLEMENT_OPERATIONS = (
+    "listSettlements",
+    "getSettlement",
+    "setWebhook",
+    "listSettlementBatches",
+    "getSettlementBatch",
+    "runSettlement",
+    "markSettlementPaid",
+)
+
+
+async def test_every_settlement_answer_is_typed_in_the_openapi_document(api: SignedApi) -> None:
+    """Each settlement operation's 200 answer is a named component with properties (or an array
+    of one), not an untyped object."""
+    document = (await api.get("/docs/openapi.json", as_=None)).json()
+    components = document["components"]["schemas"]
+    found = {}
+    for item in document["paths"].values():
+        for operation in item.values():
+            if operation.get("operationId") in SETTLEMENT_OPERATIONS:
+                found[operation["operationId"]] = operation
+    assert sorted(found) == sorted(SETTLEMENT_OPERATIONS)
+    for operation_id, operation in found.items():
+        ok = next(operation["responses"][s] for s in ("200", "201") if s in operation["responses"])
+        schema = ok["content"]["application/json"]["schema"]
+        schema = schema.get("items", schema) if schema.get("type") == "array" else schema
+        assert "$ref" in schema, (operation_id, schema)
+        component = components[schema["$ref"].removeprefix("#/components/schemas/")]
+        assert component.get("properties"), (operation_id, component)
+
+
+async def test_a_webhook_change_that_fails_to_commit_is_not_a_200(
+    api: SignedApi,
+    partners: Partners,
+    sessions: async_sessionmaker[AsyncSession],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The PUT is committed before its answer leaves: a commit that fails is a 500, and the
+    address is not changed."""
+
+    async def failing_commit(self: AsyncSession) -> None:
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(AsyncSession, "commit", failing_commit)
+    answer = await api.request(
+        "PUT",
+        "/v1/partners/me/webhook",
+        as_=partners.htl,
+        json_body={"url": "https://hotel.example/hooks"},
+    )
+    monkeypatch.undo()
+    assert answer.status_code == 500, answer.text
+    async with sessions() as session:
+        url = await session.scalar(
+            select(Partner.webhook_url).where(Partner.id == partners.htl.partner.id)
+        )
+    assert url is None

@@ -37,16 +37,10 @@ from exchange.signing import ExchangeKeys, verify_document
 from settlement.calendar import BusinessCalendar
 from settlement.cli import settlement_group
 from settlement.netting import pair_legs
+from settlement.order import due_dates
+from settlement.payments import mark_paid
+from settlement.runs import settle_day, settle_due
 from settlement.scheduler import run_scheduler
-from settlement.service import (
-    BatchView,
-    due_dates,
-    get_batch,
-    list_batches,
-    mark_paid,
-    settle_day,
-    settle_due,
-)
 from settlement.statements import (
     CSV_COLUMNS,
     get_statement,
@@ -54,6 +48,7 @@ from settlement.statements import (
     statement_csv,
     verify_statement_csv,
 )
+from settlement.views import BatchView, get_batch, list_batches
 from tests.integration.settlement_support import (
     DAY1,
     DAY1_INSTRUCTIONS,

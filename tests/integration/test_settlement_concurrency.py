@@ -25,7 +25,9 @@ from exchange.settings import Settings
 from exchange.signing import ExchangeKeys
 from settlement.calendar import BusinessCalendar, parse_cutoff
 from settlement.models import SettlementBatch, SettlementStatement
-from settlement.service import get_batch, mark_paid, settle_day, settle_due
+from settlement.payments import mark_paid
+from settlement.runs import settle_day, settle_due
+from settlement.views import get_batch
 from tests.integration.settlement_support import (
     DAY1,
     DAY1_INSTRUCTIONS,

@@ -13,20 +13,22 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from exchange.base import utcnow
+from exchange.base import utcnow, uuid7
+from exchange.ledger.chain import GENESIS_HASH, SEVERAL_COUNTERPARTIES
 from exchange.ledger.engine import Leg, TransactionSpec, post_transaction
-from exchange.ledger.models import Posting
+from exchange.ledger.models import Account, LedgerTransaction, Posting
 from exchange.ledger.parties import PartnerInfo
 from exchange.ledger.verify import verify_ledger
 from exchange.settings import Settings
 from exchange.signing import ExchangeKeys
 from settlement.models import SettlementBatch, SettlementRange
 from settlement.netting import pair_legs
-from settlement.service import settle_day
+from settlement.runs import settle_day
+from tests.integration.ledger_checks import expected_hash
 from tests.integration.settlement_support import (
     DAY1,
     DAY2,
@@ -247,3 +249,94 @@ async def test_transactions_with_several_partners_on_both_sides_are_paired_by_tr
             )
     assert named_matrix(cast, day1.obligations) == dict(expected)
     assert day1.postings == 3 + 4 + 4
+
+
+async def _write_stamped(
+    engine: AsyncEngine,
+    session_accounts: dict[int, int],
+    initiator: PartnerInfo,
+    created_at: dt.datetime,
+) -> None:
+    """A money transaction written directly with the stamp ``created_at``, as a clock that
+    stepped back would stamp it: its postings marked as having several counterparties (so it is
+    paired by transaction), and the account heads moved to match."""
+    transaction_id = uuid7()
+    async with engine.begin() as connection:
+        heads = {
+            row.id: row
+            for row in await connection.execute(
+                select(Account.id, Account.balance, Account.seq, Account.head_hash)
+                .where(Account.id.in_(sorted(session_accounts)))
+                .with_for_update()
+            )
+        }
+        await connection.execute(
+            insert(LedgerTransaction).values(
+                id=transaction_id,
+                kind="convert",
+                partner_id=initiator.id,
+                points=1,
+                created_at=created_at,
+            )
+        )
+        rows = []
+        for account_id, amount in session_accounts.items():
+            head = heads[account_id]
+            seq, balance = head.seq + 1, head.balance + amount
+            previous = bytes(head.head_hash) if head.seq else GENESIS_HASH
+            digest = expected_hash(
+                account_id, seq, transaction_id, amount, balance, previous, SEVERAL_COUNTERPARTIES
+            )
+            rows.append(
+                {
+                    "transaction_id": transaction_id, "account_id": account_id, "ledger": "EUR",
+                    "seq": seq, "amount": amount, "balance_after": balance,
+                    "prev_hash": previous, "hash": digest, "created_at": created_at,
+                    "counterparty_account_id": SEVERAL_COUNTERPARTIES,
+                }
+            )  # fmt: skip
+            await connection.execute(
+                update(Account)
+                .where(Account.id == account_id)
+                .values(balance=balance, seq=seq, head_hash=digest)
+            )
+        await connection.execute(insert(Posting).values(rows))
+
+
+async def test_a_transaction_stamped_out_of_order_is_paired_once_when_whole(
+    engine: AsyncEngine, sessions: Sessions, settings: Settings, keys: ExchangeKeys, cast: Cast
+) -> None:
+    """Postings stamped against their order (a clock that stepped back) may run across a
+    cutoff. Written in this order, stamped late (after the first cutoff), early, late:
+
+        A  HTL -1 000, OP +1 000   late   (HTL seq 1, OP seq 1)
+        B  SKY -505, HTL +500, OP +5  early  (SKY seq 1, HTL seq 2, OP seq 2)
+        C  HTL -7, SKY +7          late   (HTL seq 3, SKY seq 2)
+
+    The first day takes OP 1..2 and SKY 1 (each chain up to its last early posting it can
+    bisect to), so A and B are each cut in two. Each posting is still settled once, the first
+    day pairs neither half-transaction, and the second, which takes the rest, pairs both."""
+    sky, htl, op = [(await _shards(sessions, p, 0))[0] for p in (cast.sky, cast.htl, cast.op)]
+    cutoff = utcnow()
+    late, early = cutoff + dt.timedelta(seconds=1), cutoff - dt.timedelta(seconds=1)
+    await _write_stamped(engine, {htl: -1_000, op: 1_000}, cast.htl, late)
+    await _write_stamped(engine, {sky: -505, htl: 500, op: 5}, cast.sky, early)
+    await _write_stamped(engine, {htl: -7, sky: 7}, cast.htl, late)
+    calendar = SteppedCalendar(DAY1, cutoff, HOUR)
+    day1 = await settle_day(
+        sessions, DAY1, settings=settings, keys=keys, calendar=calendar, now=late
+    )
+    assert await _ranges(sessions, day1.id) == {op: (None, 2), sky: (None, 1)}
+    assert (day1.postings, day1.obligations) == (3, ())
+    day2 = await settle_day(
+        sessions, DAY2, settings=settings, keys=keys, calendar=calendar,
+        now=calendar.cutoff_at(DAY2),
+    )  # fmt: skip
+    assert await _ranges(sessions, day2.id) == {htl: (None, 3), sky: (1, 2)}
+    assert day2.postings == 4
+    assert named_matrix(cast, day2.obligations) == {
+        ("HTL", "OP"): 1_000,
+        ("SKY", "HTL"): 500,
+        ("SKY", "OP"): 5,
+        ("HTL", "SKY"): 7,
+    }

@@ -26,7 +26,7 @@ from exchange.ledger.models import Posting
 from exchange.ledger.parties import PartnerInfo
 from exchange.ledger.verify import verify_ledger
 from exchange.settings import Settings
-from settlement import service as settlement
+from settlement import views as settlement
 from settlement.calendar import BusinessCalendar
 from settlement.models import SettlementBatch
 from tests.integration.settlement_support import (

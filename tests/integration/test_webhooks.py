@@ -29,7 +29,7 @@ from exchange.outbox import OutboxEvent, enqueue_event
 from exchange.settings import Settings
 from exchange.signing import ExchangeKeys
 from partners.httpsig import SignatureInvalid, VerifyKey, verify_request
-from settlement.service import settle_day
+from settlement.runs import settle_day
 from settlement.webhooks import EVENT_ID_HEADER, deliver_due_webhooks, set_webhook_url
 from tests.conftest import make_partner
 from tests.integration.settlement_support import SteppedCalendar, convert
