@@ -73,7 +73,8 @@ class VerifyKey:
 
     key_id: str
     alg: str  # "ed25519" or "hmac-sha256"
-    material: bytes  # ed25519: raw 32-byte public key; hmac-sha256: the shared secret
+    material: bytes | Ed25519PublicKey
+    """ed25519: the public key, or its raw 32 bytes; hmac-sha256: the shared secret."""
 
 
 @dataclass(frozen=True)
