@@ -275,3 +275,9 @@ class OperatorOnly(DomainError):
     slug = "operator-only"
     status = 403
     title = "Only the operator can do this"
+
+
+class ConcurrentUse(DomainError):
+    slug = "concurrent-use"
+    status = 409
+    title = "Another request being posted at this moment uses the same resource; retry"

@@ -7,7 +7,9 @@ of the same transaction with ``GET /v1/transactions/{id}``."""
 
 from __future__ import annotations
 
-from litestar import Controller, post
+from dataclasses import dataclass
+
+from litestar import Controller, Response, post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,7 +20,9 @@ from exchange.contract.schemas import (
     ConversionOut,
     ConversionTerms,
 )
-from exchange.conversions.service import Conversion, post_conversion
+from exchange.conversions.service import Conversion, PreparedConversion, prepare_conversion
+from exchange.ledger.engine import PostedTransaction, TransactionSpec
+from exchange.ledger.grouped import GROUP_COMMIT_OPT, OperationPipeline, as_response
 from exchange.ledger.parties import PartnerInfo
 from exchange.ledger.reads import transaction_view
 from exchange.ledger.receipts import operation_out
@@ -59,12 +63,53 @@ def _terms(conversion: Conversion) -> ConversionTerms:
     )
 
 
+@dataclass
+class _GroupedConversion:
+    """A conversion request in its group (``exchange.ledger.grouped.PreparedOperation``)."""
+
+    caller: PartnerInfo
+    idempotency_key: str
+    data: ConversionCreate
+    prepared: PreparedConversion | None = None
+
+    @property
+    def exclusive_key(self) -> str | None:
+        """The quote it would spend: locked when prepared, spent once posted."""
+        return None if self.data.quote_id is None else f"quote:{self.data.quote_id}"
+
+    async def prepare(self, session: AsyncSession) -> TransactionSpec:
+        data = self.data
+        self.prepared = await prepare_conversion(
+            session, self.caller, data.member_ref,
+            await destination_currency(session, data.to_partner),
+            data.to_member_ref, data.points,
+            quote_id=data.quote_id, reference=data.reference,
+            idempotency_key=self.idempotency_key,
+        )  # fmt: skip
+        return self.prepared.spec()
+
+    async def answer(
+        self, session: AsyncSession, posted: PostedTransaction, keys: ExchangeKeys
+    ) -> ConversionOut:
+        assert self.prepared is not None
+        conversion = await self.prepared.posted(session, posted)
+        view = await transaction_view(session, self.caller, conversion.transaction_id)
+        answer = operation_out(keys, view, posted.balances)
+        return ConversionOut(
+            transaction=answer.transaction,
+            receipt=answer.receipt,
+            conversion=_terms(conversion),
+            balances=answer.balances,
+        )
+
+
 class ConversionsController(Controller):
     tags = ["conversions"]
 
     @post(
         "/conversions",
         operation_id="createConversion",
+        opt={GROUP_COMMIT_OPT: True},
         summary="Convert a member's points into another brand's points for a member there",
         description="`{member_ref, to_partner, to_member_ref, points}` prices at the rate in"
         " force now; `{quote_id}` at the quote's. The destination member must be enrolled at the"
@@ -76,22 +121,7 @@ class ConversionsController(Controller):
     async def convert(
         self,
         data: JSONBody[ConversionCreate],
-        caller: NamedDependency[PartnerInfo],
-        db_session: NamedDependency[AsyncSession],
-        exchange_keys: NamedDependency[ExchangeKeys],
-        idempotency_key: NamedDependency[str],
-    ) -> ConversionOut:
-        conversion = await post_conversion(
-            db_session, caller, data.member_ref,
-            await destination_currency(db_session, data.to_partner),
-            data.to_member_ref, data.points,
-            quote_id=data.quote_id, reference=data.reference, idempotency_key=idempotency_key,
-        )  # fmt: skip
-        view = await transaction_view(db_session, caller, conversion.transaction_id)
-        answer = operation_out(exchange_keys, view, conversion.posted.balances)
-        return ConversionOut(
-            transaction=answer.transaction,
-            receipt=answer.receipt,
-            conversion=_terms(conversion),
-            balances=answer.balances,
-        )
+        pipeline: NamedDependency[OperationPipeline],
+    ) -> Response[ConversionOut]:
+        conversion = _GroupedConversion(pipeline.caller, pipeline.idempotency_key, data)
+        return as_response(await pipeline.post_prepared(conversion))

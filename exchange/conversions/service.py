@@ -18,8 +18,8 @@ The settlement accounts are sharded by member (:mod:`exchange.pricing.accounts`)
 
 Locks and deadlocks: the engine takes every account lock in one ``SELECT ... ORDER BY id FOR
 UPDATE``, so opposite conversions (A to B and B to A) meet their accounts in the same order. The
-only other row a conversion locks is its quote, and it claims it *before* the engine call
-(:mod:`exchange.pricing.quotes`).
+only other row a conversion locks is its quote, found (and locked) *before* the engine call
+and spent after it (:mod:`exchange.pricing.quotes`).
 """
 
 from __future__ import annotations
@@ -228,6 +228,82 @@ async def _enqueue_credit(
     )
 
 
+@dataclass(frozen=True)
+class PreparedConversion:
+    """A conversion priced and its legs built, its quote (if any) locked and found unused:
+    what the engine posts (:meth:`spec`); once posted, :meth:`posted` spends the quote and
+    records the conversion. A conversion the engine refuses (a member short of points) has
+    written nothing, so the transaction can go on, as group commit's does
+    (``exchange.ledger.grouped``)."""
+
+    caller: PartnerInfo
+    request: _Request
+    parties: ConversionParties
+    price: ConversionPrice
+    legs: _Legs
+    quote_id: uuid.UUID | None
+    reference: str | None
+    idempotency_key: str | None
+
+    def spec(self) -> TransactionSpec:
+        return TransactionSpec(
+            kind="convert",
+            partner_id=self.caller.id,
+            points=self.price.amounts.points,
+            reference=self.reference,
+            idempotency_key=self.idempotency_key,
+            rate_version_id=self.price.rate.id,
+            legs=self.legs.legs,
+            member_refs={
+                self.parties.source_member.account_id: self.request.member_ref,
+                self.parties.destination_member.account_id: self.request.to_member_ref,
+            },
+            details=_details(self.request, self.price, self.legs, self.quote_id),
+        )
+
+    async def posted(
+        self, session: AsyncSession, posted: PostedTransaction, now: dt.datetime | None = None
+    ) -> Conversion:
+        if self.quote_id is not None:
+            await claim_quote(session, self.quote_id, moment_of(now))
+        conversion = _record(self.request, self.price, self.legs, self.quote_id, posted)
+        await _enqueue_credit(session, self.parties.destination, conversion)
+        return conversion
+
+
+async def prepare_conversion(
+    session: AsyncSession,
+    caller: PartnerInfo,
+    member_ref: str | None,
+    to_partner: str | None,
+    to_member_ref: str | None,
+    points: int | None,
+    *,
+    quote_id: uuid.UUID | None = None,
+    reference: str | None = None,
+    idempotency_key: str | None = None,
+    at: dt.datetime | None = None,
+) -> PreparedConversion:
+    """Everything of :func:`post_conversion` before the engine: the terms (with a quote, the
+    quote's, its row locked), the parties, the price and the legs."""
+    now = moment_of(at)
+    fields = {
+        "member_ref": member_ref,
+        "to_partner": to_partner,
+        "to_member_ref": to_member_ref,
+        "points": points,
+    }
+    request = await _request(session, caller, fields, quote_id, now)
+    parties = await conversion_parties(
+        session, caller, request.member_ref, request.to_partner, request.to_member_ref
+    )
+    price = await _price(session, caller, parties, request, now)
+    legs = await _legs(session, caller, parties, price)
+    return PreparedConversion(
+        caller, request, parties, price, legs, quote_id, reference, idempotency_key
+    )
+
+
 async def post_conversion(
     session: AsyncSession,
     caller: PartnerInfo,
@@ -247,38 +323,9 @@ async def post_conversion(
     Without a quote, prices at ``at`` (default now). With ``quote_id``, the caller's unexpired,
     unused quote fixes the rate version and values; the other arguments may be left ``None``
     (they are then the quote's) and, where given, must match it."""
-    now = moment_of(at)
-    fields = {
-        "member_ref": member_ref,
-        "to_partner": to_partner,
-        "to_member_ref": to_member_ref,
-        "points": points,
-    }
-    request = await _request(session, caller, fields, quote_id, now)
-    parties = await conversion_parties(
-        session, caller, request.member_ref, request.to_partner, request.to_member_ref
-    )
-    price = await _price(session, caller, parties, request, now)
-    legs = await _legs(session, caller, parties, price)
-    if quote_id is not None:
-        await claim_quote(session, quote_id, now)
-    posted = await post_transaction(
-        session,
-        TransactionSpec(
-            kind="convert",
-            partner_id=caller.id,
-            points=price.amounts.points,
-            reference=reference,
-            idempotency_key=idempotency_key,
-            rate_version_id=price.rate.id,
-            legs=legs.legs,
-            member_refs={
-                parties.source_member.account_id: request.member_ref,
-                parties.destination_member.account_id: request.to_member_ref,
-            },
-            details=_details(request, price, legs, quote_id),
-        ),
-    )
-    conversion = _record(request, price, legs, quote_id, posted)
-    await _enqueue_credit(session, parties.destination, conversion)
-    return conversion
+    prepared = await prepare_conversion(
+        session, caller, member_ref, to_partner, to_member_ref, points,
+        quote_id=quote_id, reference=reference, idempotency_key=idempotency_key, at=at,
+    )  # fmt: skip
+    posted = await post_transaction(session, prepared.spec())
+    return await prepared.posted(session, posted, at)

@@ -43,9 +43,15 @@ from exchange.http.idempotency import (
     IdempotencyInFlight,
     lock_scope,
 )
-from exchange.ledger.grouped import Answer, OperationKind, SingleOperation, post_operations
+from exchange.ledger.grouped import (
+    Answer,
+    GroupedOperation,
+    OperationKind,
+    PreparedOperation,
+    SingleOperation,
+    post_operations,
+)
 from exchange.ledger.parties import PartnerInfo
-from exchange.ledger.receipts import posted_operation_out
 from exchange.signing import ExchangeKeys
 from partners.models import IdempotencyRecord
 
@@ -59,7 +65,7 @@ _FAILED_LOCKS = text(
 
 @dataclass(frozen=True)
 class _Request:
-    operation: SingleOperation
+    operation: GroupedOperation
     fingerprint: bytes
 
     @property
@@ -78,21 +84,22 @@ class GroupCommit:
     def for_request(self, caller: PartnerInfo, key: str, fingerprint: bytes) -> BoundPipeline:
         return BoundPipeline(self, caller, key, fingerprint)
 
-    async def submit(self, operation: SingleOperation, fingerprint: bytes) -> Answer:
+    async def submit(self, operation: GroupedOperation, fingerprint: bytes) -> Answer:
         return await self._grouper.submit(_Request(operation, fingerprint))
 
     async def _flush(self, requests: Sequence[_Request]) -> list[Answer | BaseException]:
         async with self._sessions() as session, session.begin():
             outcomes, followers = await _claim_keys(session, requests)
             fresh = [index for index, outcome in enumerate(outcomes) if outcome is None]
-            results = await post_operations(session, [requests[i].operation for i in fresh])
+            operations = [requests[i].operation for i in fresh]
+            results = await post_operations(session, self._keys, operations)
             records: list[dict[str, Any]] = []
             now = utcnow()
             for index, result in zip(fresh, results, strict=True):
                 if isinstance(result, DomainError):
                     outcomes[index] = result  # not recorded: a refusal can be retried
                     continue
-                body = msgspec.json.encode(posted_operation_out(self._keys, result))
+                body = msgspec.json.encode(result)
                 outcomes[index] = Answer(201, body)
                 partner_id, key = requests[index].record_key
                 records.append(
@@ -127,6 +134,9 @@ class BoundPipeline:
         operation = SingleOperation(
             self.caller, kind, points, member_refs, reference, self.idempotency_key
         )
+        return await self.group_commit.submit(operation, self.fingerprint)
+
+    async def post_prepared(self, operation: PreparedOperation) -> Answer:
         return await self.group_commit.submit(operation, self.fingerprint)
 
 

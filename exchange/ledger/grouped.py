@@ -1,11 +1,13 @@
 """Single operations posted together: the ledger's half of group commit.
 
-Issue, redeem and transfer requests of many partners, gathered by the HTTP layer's pipeline
-(``exchange.http.group_commit``), are posted here in one call of the engine: their members
-looked up (one query per brand), their specs built, and all of them handed to
-:func:`post_transactions`, which locks every account of the group at once (in id order) and
-decides each operation alone. One operation's refusal (an unknown member, too few points, a
-caller that is not a brand) is its own outcome and never fails a neighbour.
+Requests of many partners, gathered by the HTTP layer's pipeline (``exchange.http.group_commit``),
+are posted here in one call of the engine. Issue, redeem and transfer (:class:`SingleOperation`)
+have their members looked up for the whole group at once and their specs built here; a feature's
+operation (a conversion, a donation) comes as a :class:`PreparedOperation`, which reads what it
+needs and builds its own spec. Then every spec goes to :func:`post_transactions`, which locks
+every account of the group at once (in id order) and decides each operation alone. One
+operation's refusal (an unknown member, too few points, a caller that is not a brand, no rate)
+is its own outcome and never fails a neighbour.
 
 The controllers see the pipeline through :class:`OperationPipeline`, so that the ledger does not
 depend on the HTTP layer that implements it (idempotency records and the one commit).
@@ -16,18 +18,22 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, cast, runtime_checkable
 
+import msgspec
+from litestar import MediaType, Response
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from exchange.dialect import is_postgresql
-from exchange.errors import DomainError, MemberNotFound
+from exchange.errors import ConcurrentUse, DomainError, MemberNotFound
 from exchange.ledger.engine import PostedTransaction, TransactionSpec, post_transactions
 from exchange.ledger.members import MemberAccount, brand_currency, find_members
 from exchange.ledger.operations import check_transfer, issue_spec, redeem_spec, transfer_spec
 from exchange.ledger.parties import PartnerInfo
+from exchange.ledger.receipts import posted_operation_out
 from exchange.ledger.validation import check_member_ref, check_points
+from exchange.signing import ExchangeKeys
 
 OperationKind = Literal["issue", "redeem", "transfer"]
 GROUP_COMMIT_OPT = "group_commit"
@@ -47,6 +53,33 @@ class SingleOperation:
     idempotency_key: str
 
 
+class PreparedOperation(Protocol):
+    """A feature's operation in a group: :meth:`prepare` reads what it needs and returns the
+    spec, or raises its refusal; it writes nothing, so a refusal by the engine leaves nothing to
+    undo while the group's transaction goes on. Once posted, :meth:`answer` records what the
+    feature records and returns the answer. Operations that share an :attr:`exclusive_key` (a
+    quote they would spend) are taken one per group, in key order, the same order in every
+    group, so that the rows they lock cannot deadlock two groups."""
+
+    @property
+    def caller(self) -> PartnerInfo: ...
+
+    @property
+    def idempotency_key(self) -> str: ...
+
+    @property
+    def exclusive_key(self) -> str | None: ...
+
+    async def prepare(self, session: AsyncSession) -> TransactionSpec: ...
+
+    async def answer(
+        self, session: AsyncSession, posted: PostedTransaction, keys: ExchangeKeys
+    ) -> msgspec.Struct: ...
+
+
+GroupedOperation = SingleOperation | PreparedOperation
+
+
 @dataclass(frozen=True)
 class Answer:
     """What a request answers once its group has committed: the encoded body, its status, and
@@ -57,6 +90,16 @@ class Answer:
     replayed: bool = False
 
 
+def as_response(answer: Answer) -> Response[Any]:
+    """The answer of a grouped request, encoded, signed and recorded already in its group's
+    transaction: the bytes go out as they are. (A handler annotates its own answer type, which
+    keeps the schema in the OpenAPI document.)"""
+    headers = {"idempotent-replayed": "true"} if answer.replayed else None
+    return Response(
+        answer.body, media_type=MediaType.JSON, status_code=answer.status, headers=headers
+    )
+
+
 @runtime_checkable
 class OperationPipeline(Protocol):
     """One request's way into group commit: it knows the caller and the request's
@@ -64,9 +107,17 @@ class OperationPipeline(Protocol):
     a refusal of this operation alone is raised as its :class:`DomainError`. (One dependency
     for all of it: a handler with several makes the framework resolve them in a task group.)"""
 
+    @property
+    def caller(self) -> PartnerInfo: ...
+
+    @property
+    def idempotency_key(self) -> str: ...
+
     async def post(
         self, kind: OperationKind, points: int, member_refs: tuple[str, ...], reference: str | None
     ) -> Answer: ...
+
+    async def post_prepared(self, operation: PreparedOperation) -> Answer: ...
 
 
 def _check(operation: SingleOperation) -> None:
@@ -146,32 +197,80 @@ async def _members(
     return found
 
 
-async def post_operations(
-    session: AsyncSession, operations: Sequence[SingleOperation]
-) -> list[PostedTransaction | DomainError]:
-    """Post ``operations`` in the caller's database transaction, one outcome each, in order:
-    the posted transaction, or the refusal of that operation alone."""
-    outcomes: list[PostedTransaction | DomainError | None] = [None] * len(operations)
+async def _single_specs(
+    session: AsyncSession,
+    operations: Sequence[GroupedOperation],
+    outcomes: list[msgspec.Struct | DomainError | None],
+) -> dict[int, TransactionSpec]:
+    """The specs of the group's issues, redemptions and transfers, by index; their refusals
+    (shape, caller, unknown member) go into ``outcomes``."""
     valid: list[int] = []
     for index, operation in enumerate(operations):
+        if not isinstance(operation, SingleOperation):
+            continue
         try:
             _check(operation)
         except DomainError as error:
             outcomes[index] = error
         else:
             valid.append(index)
-    members = await _members(session, [operations[index] for index in valid])
-    specs: list[TransactionSpec] = []
-    posting: list[int] = []
-    for index in valid:
-        operation = operations[index]
+    singles = [cast(SingleOperation, operations[index]) for index in valid]
+    members = await _members(session, singles)
+    specs: dict[int, TransactionSpec] = {}
+    for index, operation in zip(valid, singles, strict=True):
         partner_id = operation.caller.id
         unknown = [ref for ref in operation.member_refs if (partner_id, ref) not in members]
         if unknown:
             outcomes[index] = MemberNotFound(unknown[0])
             continue
-        specs.append(_spec(operation, [members[partner_id, ref] for ref in operation.member_refs]))
-        posting.append(index)
-    for index, result in zip(posting, await post_transactions(session, specs), strict=True):
-        outcomes[index] = result
+        specs[index] = _spec(operation, [members[partner_id, ref] for ref in operation.member_refs])
+    return specs
+
+
+async def _prepared_specs(
+    session: AsyncSession,
+    operations: Sequence[GroupedOperation],
+    outcomes: list[msgspec.Struct | DomainError | None],
+) -> dict[int, TransactionSpec]:
+    """The specs of the group's prepared operations, by index, those with an exclusive key
+    first, in key order; their refusals go into ``outcomes``."""
+    prepared = sorted(
+        (operation.exclusive_key or "", index, operation)
+        for index, operation in enumerate(operations)
+        if not isinstance(operation, SingleOperation)
+    )
+    specs: dict[int, TransactionSpec] = {}
+    taken: set[str] = set()
+    for key, index, operation in prepared:
+        if key and key in taken:
+            outcomes[index] = ConcurrentUse(
+                "another request being posted at this moment uses the same resource; retry"
+            )
+            continue
+        taken.add(key)
+        try:
+            specs[index] = await operation.prepare(session)
+        except DomainError as error:
+            outcomes[index] = error
+    return specs
+
+
+async def post_operations(
+    session: AsyncSession, keys: ExchangeKeys, operations: Sequence[GroupedOperation]
+) -> list[msgspec.Struct | DomainError]:
+    """Post ``operations`` in the caller's database transaction, one outcome each, in order:
+    the answer of a posted operation (signed with ``keys``), or its refusal alone."""
+    outcomes: list[msgspec.Struct | DomainError | None] = [None] * len(operations)
+    specs = await _single_specs(session, operations, outcomes)
+    specs.update(await _prepared_specs(session, operations, outcomes))
+    posting = sorted(specs)
+    results = await post_transactions(session, [specs[index] for index in posting])
+    for index, result in zip(posting, results, strict=True):
+        operation = operations[index]
+        if isinstance(result, DomainError):
+            outcomes[index] = result
+        elif isinstance(operation, SingleOperation):
+            outcomes[index] = posted_operation_out(keys, result)
+        else:
+            outcomes[index] = await operation.answer(session, result, keys)
     return [outcome for outcome in outcomes if outcome is not None]

@@ -253,6 +253,9 @@ async def find_quote(
             select(quote_t, partner_t.c.currency.label("to_currency"))
             .join(partner_t, partner_t.c.id == quote_t.c.to_partner_id)
             .where(quote_t.c.id == quote_id, quote_t.c.partner_id == caller.id)
+            # Locked (PostgreSQL) until the conversion's transaction ends: the check that it is
+            # unused below then holds until the conversion claims it after posting.
+            .with_for_update(of=quote_t)
         )
     ).first()
     if row is None:
@@ -282,9 +285,10 @@ async def find_quote(
 
 
 async def claim_quote(session: AsyncSession, quote_id: uuid.UUID, now: dt.datetime) -> None:
-    """Mark the quote used, exactly once. Conditional, so that of two requests spending one quote
-    at once exactly one updates it; the other waits on this row (PostgreSQL) or on the write
-    lock (SQLite), then finds it used. Taken just before the engine's account locks, always."""
+    """Mark the quote used, exactly once, once its conversion has posted. :func:`find_quote`
+    locked the row and found it unused, so of two requests spending one quote at once the
+    second waits on this row (PostgreSQL) or on the write lock (SQLite), then finds it used;
+    the update is conditional all the same."""
     claimed = await session.execute(
         update(quote_t)
         .where(quote_t.c.id == quote_id, quote_t.c.used_at.is_(None))

@@ -365,3 +365,36 @@ async def test_a_conversion_queues_conversion_credited_for_the_destination_brand
         7_425,
         answer.json()["transaction"]["id"],
     )
+
+
+async def test_a_conversion_refused_in_its_group_gives_its_quote_back(
+    api: SignedApi, partners: Partners, priced: dict[str, Any]
+) -> None:
+    """A quoted conversion that the engine refuses (Bob has 1 000 SKY, the quote is for 5 000)
+    while the rest of its group posts: its quote is not spent, and it converts once Bob has
+    the points; the group's other operations stand."""
+    sky = partners.sky
+    await enrol(api, partners.htl, "bob")
+    quote = await api.post(
+        "/v1/quotes",
+        {"member_ref": "bob", "to_partner": "HTL", "to_member_ref": "bob", "points": 5_000},
+        as_=sky,
+    )
+    assert quote.status_code == 201, quote.text
+    quote_id = quote.json()["quote_id"]
+    answers = await asyncio.gather(
+        api.post("/v1/conversions", {"quote_id": quote_id}, as_=sky),
+        *(api.post("/v1/conversions", _convert(1_000), as_=sky) for _ in range(4)),
+    )
+    assert answers[0].status_code == 422
+    assert problem_type(answers[0]) == "insufficient-points"
+    assert [a.status_code for a in answers[1:]] == [201] * 4
+    assert await balance(api, sky, "alice") == 16_000
+    issued = await api.post("/v1/issuances", {"member_ref": "bob", "points": 4_000}, as_=sky)
+    assert issued.status_code == 201
+    spent = await api.post("/v1/conversions", {"quote_id": quote_id}, as_=sky)
+    assert spent.status_code == 201, spent.text
+    assert spent.json()["conversion"]["quote_id"] == quote_id
+    again = await api.post("/v1/conversions", {"quote_id": quote_id}, as_=sky)
+    assert again.status_code == 409
+    assert problem_type(again) == "quote-used"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 
-from litestar import Controller, MediaType, Response, get, post
+from litestar import Controller, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,7 +25,12 @@ from exchange.contract.schemas import (
 )
 from exchange.ledger import holds, reads, reversal
 from exchange.ledger.engine import PostedTransaction
-from exchange.ledger.grouped import GROUP_COMMIT_OPT, OperationKind, OperationPipeline
+from exchange.ledger.grouped import (
+    GROUP_COMMIT_OPT,
+    OperationKind,
+    OperationPipeline,
+    as_response,
+)
 from exchange.ledger.holds import HoldView
 from exchange.ledger.parties import PartnerInfo
 from exchange.ledger.reads import hold_view, transaction_view
@@ -76,14 +81,7 @@ async def _grouped(
     """Post the operation with the requests of its group (exchange.ledger.grouped); its answer
     was encoded, signed and recorded under the Idempotency-Key in the group's transaction, so
     the bytes go out as they are (the annotation keeps the schema in the OpenAPI document)."""
-    answer = await pipeline.post(kind, points, member_refs, reference)
-    headers = {"idempotent-replayed": "true"} if answer.replayed else None
-    return Response(
-        answer.body,  # type: ignore[arg-type]
-        media_type=MediaType.JSON,
-        status_code=answer.status,
-        headers=headers,
-    )
+    return as_response(await pipeline.post(kind, points, member_refs, reference))
 
 
 class OperationsController(Controller):
