@@ -47,6 +47,7 @@ from exchange.ledger.grouped import (
     Answer,
     GroupedOperation,
     OperationKind,
+    OperationPipeline,
     PreparedOperation,
     SingleOperation,
     post_operations,
@@ -120,7 +121,7 @@ class GroupCommit:
 
 
 @dataclass(frozen=True)
-class BoundPipeline:
+class BoundPipeline(OperationPipeline):
     """:class:`GroupCommit` seen from one request (what the ledger's controllers call)."""
 
     group_commit: GroupCommit

@@ -18,7 +18,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, cast, runtime_checkable
+from typing import Any, Literal, Protocol, cast
 
 import msgspec
 from litestar import MediaType, Response
@@ -100,24 +100,26 @@ def as_response(answer: Answer) -> Response[Any]:
     )
 
 
-@runtime_checkable
-class OperationPipeline(Protocol):
+class OperationPipeline:
     """One request's way into group commit: it knows the caller and the request's
     Idempotency-Key, posts the operation with its group and answers once the group committed;
     a refusal of this operation alone is raised as its :class:`DomainError`. (One dependency
-    for all of it: a handler with several makes the framework resolve them in a task group.)"""
+    for all of it: a handler with several makes the framework resolve them in a task group.)
 
-    @property
-    def caller(self) -> PartnerInfo: ...
+    A base class rather than a Protocol: the framework checks a dependency's type on every
+    request, and a runtime Protocol check walks its members each time. The HTTP layer's
+    implementation subclasses it."""
 
-    @property
-    def idempotency_key(self) -> str: ...
+    caller: PartnerInfo
+    idempotency_key: str
 
     async def post(
         self, kind: OperationKind, points: int, member_refs: tuple[str, ...], reference: str | None
-    ) -> Answer: ...
+    ) -> Answer:
+        raise NotImplementedError
 
-    async def post_prepared(self, operation: PreparedOperation) -> Answer: ...
+    async def post_prepared(self, operation: PreparedOperation) -> Answer:
+        raise NotImplementedError
 
 
 def _check(operation: SingleOperation) -> None:
