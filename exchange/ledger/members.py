@@ -20,6 +20,7 @@ from exchange.ledger.chain import GENESIS_HASH
 from exchange.ledger.models import Account, Member
 from exchange.ledger.parties import PartnerInfo
 from exchange.ledger.validation import check_member_ref
+from exchange.memo import memo, remember
 
 account_t = cast(Table, Account.__table__)
 member_t = cast(Table, Member.__table__)
@@ -166,7 +167,12 @@ async def get_member(session: AsyncSession, partner: PartnerInfo, member_ref: st
     """The calling brand's member, or ``MemberNotFound``."""
     brand_currency(partner)
     check_member_ref(member_ref)
+    known = memo(session, "member")
+    found: MemberAccount | None = known.get((partner.id, member_ref))
+    if found is not None:
+        return found
     found = await _find_member(session, partner, member_ref)
     if found is None:
         raise MemberNotFound(member_ref)
+    remember(session, "member", (partner.id, member_ref), found)  # its accounts never change
     return found

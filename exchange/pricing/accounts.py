@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from exchange.errors import OperatorNotConfigured
 from exchange.ledger.models import Account
+from exchange.memo import memo, remember
 from partners.models import Partner
 
 account_t = cast(Table, Account.__table__)
@@ -26,7 +27,17 @@ partner_t = cast(Table, Partner.__table__)
 async def settlement_accounts(
     session: AsyncSession, wanted: dict[uuid.UUID, int]
 ) -> dict[uuid.UUID, tuple[int, str]]:
-    """Each partner's settlement account on the given shard: partner id -> (account id, ledger)."""
+    """Each partner's settlement account on the given shard: partner id -> (account id, ledger).
+    Remembered once read (``exchange.memo``: settlement accounts never change)."""
+    known = memo(session, "settlement_account")
+    found: dict[uuid.UUID, tuple[int, str]] = {}
+    for partner_id, shard in wanted.items():
+        kept = known.get((partner_id, shard))
+        if kept is not None:
+            found[partner_id] = kept
+    wanted = {partner_id: shard for partner_id, shard in wanted.items() if partner_id not in found}
+    if not wanted:
+        return found
     rows = await session.execute(
         select(account_t.c.partner_id, account_t.c.id, account_t.c.ledger).where(
             account_t.c.kind == "settlement",
@@ -39,7 +50,11 @@ async def settlement_accounts(
             ),
         )
     )
-    found = {partner_id: (account_id, ledger) for partner_id, account_id, ledger in rows}
+    for partner_id, account_id, ledger in rows:
+        found[partner_id] = (account_id, ledger)
+        remember(
+            session, "settlement_account", (partner_id, wanted[partner_id]), (account_id, ledger)
+        )
     missing = set(wanted) - set(found)
     if missing:
         raise LookupError(f"no settlement account for partners {sorted(map(str, missing))}")
@@ -47,7 +62,12 @@ async def settlement_accounts(
 
 
 async def operator(session: AsyncSession) -> tuple[uuid.UUID, int]:
-    """The operator's partner id and shard count; ``operator-not-configured`` without one."""
+    """The operator's partner id and shard count; ``operator-not-configured`` without one.
+    Remembered once found (the operator partner never changes)."""
+    known = memo(session, "operator")
+    kept: tuple[uuid.UUID, int] | None = known.get("operator")
+    if kept is not None:
+        return kept
     row = (
         await session.execute(
             select(partner_t.c.id, partner_t.c.shards).where(partner_t.c.kind == "operator")
@@ -55,4 +75,5 @@ async def operator(session: AsyncSession) -> tuple[uuid.UUID, int]:
     ).first()
     if row is None:
         raise OperatorNotConfigured("a conversion fee needs the operator partner to be registered")
+    remember(session, "operator", "operator", (row.id, row.shards))
     return row.id, row.shards

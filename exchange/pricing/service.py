@@ -33,6 +33,7 @@ from exchange.errors import (
     VersionConflict,
 )
 from exchange.ledger.parties import PartnerInfo
+from exchange.memo import memo, remember
 from exchange.pricing.models import PointValue, RateVersion
 from partners.models import Partner
 from partners.service import find_partner_by_currency, get_partner
@@ -61,10 +62,16 @@ def whole_number(value: object, field: str, low: int, high: int) -> int:
 
 
 async def brand_by_currency(session: AsyncSession, currency: str) -> PartnerInfo:
-    """The brand whose points currency is ``currency``; ``unknown-currency`` otherwise."""
+    """The brand whose points currency is ``currency``; ``unknown-currency`` otherwise.
+    Remembered once found (``exchange.memo``: a brand's row never changes)."""
+    known = memo(session, "brand_by_currency")
+    brand: PartnerInfo | None = known.get(currency)
+    if brand is not None:
+        return brand
     brand = await find_partner_by_currency(session, currency)
     if brand is None or brand.kind != "brand":
         raise UnknownCurrency(f"no brand has the currency {currency!r}", currency=currency)
+    remember(session, "brand_by_currency", currency, brand)
     return brand
 
 
