@@ -81,7 +81,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await upgrade_async(settings)
         app.state.exchange_keys = load_exchange_keys(settings)
         app.state.master_key = load_master_key(settings)
-        app.state.group_commit = GroupCommit(engine, app.state.exchange_keys)
+        app.state.group_commit = GroupCommit(
+            engine, app.state.exchange_keys, flushers=settings.group_commit_flushers
+        )
         # What exists once the app is up (the framework, SQLAlchemy's mappings and caches, the
         # routes) lives as long as the process. Frozen, the garbage collector no longer walks
         # it at every full collection, which a batch's tens of thousands of new objects set off.

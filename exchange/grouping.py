@@ -1,10 +1,11 @@
 """Group commit: concurrent calls in one process gathered into one call over all of them.
 
-A :class:`Grouper` has one flusher at a time. A call that arrives while no flush runs starts
-one at once (after letting the calls already scheduled in this turn of the event loop join);
-a call that arrives while a flush runs waits for it to finish and joins the next, which takes
-every call waiting by then (at most ``max_size``). So under load each flush serves everything
-that queued during the one before, and a lone call pays no added latency but a loop turn.
+A :class:`Grouper` runs at most ``flushers`` flushes at a time. A call that arrives while
+fewer run starts one at once (after letting the calls already scheduled in this turn of the
+event loop join); a call that arrives while all of them run waits and joins the next flush
+that starts, which takes every call waiting by then (at most ``max_size``). So under load each
+flush serves everything that queued meanwhile, and a lone call pays no added latency but a
+loop turn. Several flushers let one group be prepared while another waits on the database.
 
 ``flush`` returns one outcome per item, in order: a value, or an exception for that item
 alone. An exception raised by ``flush`` itself is every item's outcome (nothing of the group
@@ -30,18 +31,23 @@ Flush = Callable[[Sequence[T]], Awaitable[Sequence["R | BaseException"]]]
 class Grouper(Generic[T, R]):
     """Gathers :meth:`submit` calls into calls of ``flush`` (see the module note)."""
 
-    def __init__(self, flush: Flush[T, R], *, max_size: int = 512) -> None:
+    def __init__(self, flush: Flush[T, R], *, max_size: int = 512, flushers: int = 1) -> None:
         self._flush = flush
         self._max_size = max_size
+        self._flushers = flushers
+        self._running = 0
         self._waiting: list[tuple[T, asyncio.Future[R]]] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def submit(self, item: T) -> R:
         """``item``'s outcome, once the flush that took it has finished."""
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._waiting.append((item, future))
-        if self._flusher is None:
-            self._flusher = asyncio.create_task(self._drain())
+        if self._running < self._flushers:
+            self._running += 1
+            task = asyncio.create_task(self._drain())
+            self._tasks.add(task)  # a reference, so that the task is not collected mid-flush
+            task.add_done_callback(self._tasks.discard)
         return await asyncio.shield(future)
 
     async def _drain(self) -> None:
@@ -52,7 +58,7 @@ class Grouper(Generic[T, R]):
                 del self._waiting[: self._max_size]
                 await self._run(group)
         finally:
-            self._flusher = None
+            self._running -= 1
 
     async def _run(self, group: list[tuple[T, asyncio.Future[R]]]) -> None:
         try:

@@ -123,6 +123,10 @@ class Settings:
     """EXCHANGE_QUOTE_TTL_SECONDS: how long a conversion quote holds its rate and point values
     (1 to 900 seconds)."""
 
+    group_commit_flushers: int = 2
+    """EXCHANGE_GROUP_COMMIT_FLUSHERS: groups of single operations a service process writes at
+    once (README, group commit); one is prepared while another waits on the database."""
+
     @property
     def sqlalchemy_url(self) -> str:
         """The async SQLAlchemy URL to connect to."""
@@ -176,4 +180,5 @@ def get_settings() -> Settings:
         webhook_batch_size=_env_int("WEBHOOK_BATCH_SIZE", 100),
         webhook_allow_http=_env_bool("WEBHOOK_ALLOW_HTTP", False),
         quote_ttl_seconds=_env_int("QUOTE_TTL_SECONDS", 120),
+        group_commit_flushers=max(1, _env_int("GROUP_COMMIT_FLUSHERS", 2)),
     )

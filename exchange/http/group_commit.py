@@ -77,10 +77,10 @@ class _Request:
 class GroupCommit:
     """The process's pipeline of single operations (see the module note)."""
 
-    def __init__(self, engine: AsyncEngine, keys: ExchangeKeys) -> None:
+    def __init__(self, engine: AsyncEngine, keys: ExchangeKeys, *, flushers: int = 1) -> None:
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._keys = keys
-        self._grouper: Grouper[_Request, Answer] = Grouper(self._flush)
+        self._grouper: Grouper[_Request, Answer] = Grouper(self._flush, flushers=flushers)
 
     def for_request(self, caller: PartnerInfo, key: str, fingerprint: bytes) -> BoundPipeline:
         return BoundPipeline(self, caller, key, fingerprint)
