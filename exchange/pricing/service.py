@@ -15,7 +15,7 @@ import datetime as dt
 import uuid
 from typing import Any, cast
 
-from sqlalchemy import Table, func, insert, select
+from sqlalchemy import Table, bindparam, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -213,14 +213,7 @@ async def value_in_force(
 ) -> PointValueOut:
     """The brand's point value in force at ``at`` (default now); ``point-value-not-found``."""
     now = moment_of(at)
-    row = (
-        await session.execute(
-            select(point_value_t)
-            .where(point_value_t.c.partner_id == partner.id, point_value_t.c.effective_at <= now)
-            .order_by(point_value_t.c.effective_at.desc())
-            .limit(1)
-        )
-    ).first()
+    row = (await session.execute(_VALUE_IN_FORCE, {"partner_id": partner.id, "now": now})).first()
     if row is None:
         raise PointValueNotFound(
             f"no point value is in force for {partner.currency or partner.name}",
@@ -273,6 +266,29 @@ def _rate_out(row: Any) -> RateOut:
     )  # fmt: skip
 
 
+# Built once: a conversion prices with these on every request, and building a statement (and its
+# cache key) cost more than running it.
+_VALUE_IN_FORCE = (
+    select(point_value_t)
+    .where(
+        point_value_t.c.partner_id == bindparam("partner_id"),
+        point_value_t.c.effective_at <= bindparam("now"),
+    )
+    .order_by(point_value_t.c.effective_at.desc())
+    .limit(1)
+)
+_RATE_IN_FORCE = (
+    _rate_query()
+    .where(
+        rate_version_t.c.from_partner_id == bindparam("from_id"),
+        rate_version_t.c.to_partner_id == bindparam("to_id"),
+        rate_version_t.c.effective_at <= bindparam("now"),
+    )
+    .order_by(rate_version_t.c.effective_at.desc())
+    .limit(1)
+)
+
+
 async def rate_version(session: AsyncSession, rate_version_id: uuid.UUID) -> RateOut:
     """The rate version with this id (which exists: a quote or a transaction names it)."""
     row = (await session.execute(_rate_query().where(rate_version_t.c.id == rate_version_id))).one()
@@ -289,14 +305,7 @@ async def rate_in_force(
     now = moment_of(at)
     row = (
         await session.execute(
-            _rate_query()
-            .where(
-                rate_version_t.c.from_partner_id == from_partner.id,
-                rate_version_t.c.to_partner_id == to_partner.id,
-                rate_version_t.c.effective_at <= now,
-            )
-            .order_by(rate_version_t.c.effective_at.desc())
-            .limit(1)
+            _RATE_IN_FORCE, {"from_id": from_partner.id, "to_id": to_partner.id, "now": now}
         )
     ).first()
     if row is None:
