@@ -85,6 +85,10 @@ class HistoryEntry:
     balance_after: int
     reference: str | None
     created_at: dt.datetime
+    account_id: int
+    prev_hash: bytes
+    hash: bytes
+    counterparty_account_id: int | None
 
 
 def encode_cursor(seq: int) -> str:
@@ -123,6 +127,10 @@ async def member_history(
             posting_t.c.balance_after,
             transaction_t.c.reference,
             posting_t.c.created_at,
+            posting_t.c.account_id,
+            posting_t.c.prev_hash,
+            posting_t.c.hash,
+            posting_t.c.counterparty_account_id,
         )
         .join(transaction_t, transaction_t.c.id == posting_t.c.transaction_id)
         .where(posting_t.c.account_id == member.account_id)
