@@ -12,10 +12,21 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, func, insert, select, tuple_
+from sqlalchemy import (
+    BigInteger,
+    LargeBinary,
+    SmallInteger,
+    Table,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    tuple_,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from exchange.dialect import insert_columns
+from exchange.dialect import insert_columns, is_postgresql
 from exchange.transparency import tree
 from exchange.transparency.models import LogEntry, LogTile
 from exchange.transparency.tiles import TileKey, append_tiles, edge_tiles, node_from_tile, tile_of
@@ -33,15 +44,30 @@ async def log_size(session: AsyncSession) -> int:
     return 0 if last is None else int(last) + 1
 
 
+_TILES_BY_ARRAYS = text(
+    "SELECT t.level, t.idx, t.hashes FROM log_tile AS t"
+    " JOIN unnest(CAST(:levels AS smallint[]), CAST(:idxs AS bigint[])) AS k(level, idx)"
+    " ON t.level = k.level AND t.idx = k.idx"
+).columns(level=SmallInteger, idx=BigInteger, hashes=LargeBinary)
+"""On PostgreSQL one statement text however many tiles a proof needs (prepared once per
+connection); an ``IN`` list would be a new statement for every count."""
+
+
 async def read_tiles(session: AsyncSession, keys: Iterable[TileKey]) -> dict[TileKey, bytes]:
     wanted = sorted(set(keys))
     if not wanted:
         return {}
-    rows = await session.execute(
-        select(tile_t.c.level, tile_t.c.idx, tile_t.c.hashes).where(
-            tuple_(tile_t.c.level, tile_t.c.idx).in_(wanted)
+    if is_postgresql(session):
+        rows = await session.execute(
+            _TILES_BY_ARRAYS,
+            {"levels": [level for level, _ in wanted], "idxs": [index for _, index in wanted]},
         )
-    )
+    else:
+        rows = await session.execute(
+            select(tile_t.c.level, tile_t.c.idx, tile_t.c.hashes).where(
+                tuple_(tile_t.c.level, tile_t.c.idx).in_(wanted)
+            )
+        )
     return {(row.level, row.idx): bytes(row.hashes) for row in rows}
 
 

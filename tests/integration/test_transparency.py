@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from exchange.ledger import members, operations
@@ -25,11 +25,12 @@ from exchange.ledger.parties import PartnerInfo
 from exchange.settings import Settings
 from exchange.signing import load_exchange_keys
 from exchange.transparency.checkpoints import sign_checkpoint
-from exchange.transparency.models import LogEntry
+from exchange.transparency.models import LogCheckpoint, LogEntry
 from exchange.transparency.scheduler import checkpoint_now
 from exchange.transparency.sequencer import extend_log
 from exchange.transparency.store import root_at
 from exchange.transparency.tree import nodes_of_leaves, range_hash
+from exchange.transparency.verify import verify_log
 from partners.audit import LogAuditor, audit_files
 from partners.client import ExchangeClient
 from partners.transparency import (
@@ -260,3 +261,27 @@ async def test_concurrent_writers_log_every_transaction_once(
         assert [r.idx for r in rows] == list(range(size))
         leaves = [r.leaf_hash for r in rows]
         assert await root_at(session, size) == range_hash(0, size, nodes_of_leaves(leaves))
+
+
+async def test_verify_checks_the_log(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], sky: PartnerInfo
+) -> None:
+    """``ledger verify``'s log check: clean, then a changed leaf, then a changed checkpoint."""
+    async with sessions() as session, session.begin():
+        await members.enrol_member(session, sky, "m")
+        for points in range(1, 300):
+            await operations.issue(session, sky, "m", points)
+    size = await checkpoint(sessions, settings)
+    assert size == 299
+    origin, late = settings.log_origin, settings.log_late_seconds
+    async with sessions() as session:
+        report = await verify_log(session, origin, late)
+    assert report.ok, report.faults
+    assert (report.entries, report.checkpoints) == (299, 1)
+    async with sessions() as session, session.begin():
+        await session.execute(update(LogEntry).where(LogEntry.idx == 7).values(leaf_hash=bytes(32)))
+        await session.execute(update(LogCheckpoint).values(root_hash=bytes(32)))
+    async with sessions() as session:
+        faults = (await verify_log(session, origin, late)).faults
+    assert [f["kind"] for f in faults] == ["leaf-changed", "checkpoint-root"]
+    assert faults[0]["index"] == 7
