@@ -26,21 +26,17 @@ class InclusionProofOut(msgspec.Struct):
     """Every posting's hash, ordered by account id then seq: with the id and kind, the leaf."""
     leaf_index: int
     tree_size: int
+    """The size asked for or, without one, the first checkpoint's that includes the entry."""
     proof: list[str]
     """RFC 9162 inclusion path, leaf side first."""
+    checkpoint: str | None = None
+    """Without a size asked for: the signed note of that first checkpoint."""
 
 
 class ConsistencyProofOut(msgspec.Struct):
     from_size: int
     to_size: int
     proof: list[str]
-
-
-class LogPosition(msgspec.Struct):
-    """Where a transaction is in the log: its index, and the first checkpoint holding it."""
-
-    leaf_index: int
-    checkpoint_size: int | None
 
 
 class WitnessCreate(RequestBody):

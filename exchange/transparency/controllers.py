@@ -23,7 +23,12 @@ from exchange.ledger.reads import transaction_view
 from exchange.openapi import IdempotentOperation, SignedOperation, problem_responses
 from exchange.settings import Settings
 from exchange.transparency import store
-from exchange.transparency.checkpoints import CheckpointView, latest_checkpoint
+from exchange.transparency.checkpoints import (
+    CheckpointView,
+    checkpoint_at,
+    first_checkpoint_including,
+    latest_checkpoint,
+)
 from exchange.transparency.sequencer import posting_hashes_of
 from exchange.transparency.witness import add_witness
 
@@ -74,13 +79,26 @@ class TransparencyController(Controller):
         caller: NamedDependency[PartnerInfo],
         db_session: NamedDependency[AsyncSession],
         transaction: Annotated[uuid.UUID, QueryParameter(description="The transaction's id.")],
-        size: Annotated[int, QueryParameter(ge=1, description="The tree size to prove it in.")],
+        size: Annotated[
+            int | None,
+            QueryParameter(
+                ge=1, description="The tree size; by default the first checkpoint's holding it."
+            ),
+        ] = None,
     ) -> InclusionProofOut:
         view = await transaction_view(db_session, caller, transaction)
         try:
             entry = await store.entry_of(db_session, transaction)
         except store.NotInLog:
             raise NotInLog(f"transaction {transaction} is not logged yet") from None
+        note = None
+        if size is None:
+            first = await checkpoint_at(
+                db_session, await first_checkpoint_including(db_session, entry.idx) or 0
+            )
+            if first is None:
+                raise NotInLog(f"no checkpoint holds entry {entry.idx} yet", leaf_index=entry.idx)
+            size, note = first.size, first.note
         if entry.idx >= size:
             raise NotInLog(f"transaction {transaction} is entry {entry.idx}", leaf_index=entry.idx)
         if size > await store.log_size(db_session):
@@ -93,6 +111,7 @@ class TransparencyController(Controller):
             leaf_index=entry.idx,
             tree_size=size,
             proof=[h.hex() for h in await store.inclusion_proof(db_session, entry.idx, size)],
+            checkpoint=note,
         )
 
     @get(

@@ -112,6 +112,12 @@ async def test_worked_example(
         latest = auditor.check_latest()
         assert (latest.size, len(latest.root)) == (2, 32)
         assert [auditor.verify_receipt(r) for r in receipts] == [0, 1]
+        # Without a size, the proof names the first checkpoint that includes the transaction.
+        first = sky.request(
+            "GET", "/v1/proofs/inclusion", params={"transaction": receipts[1]["transaction"]["id"]}
+        ).json()
+        assert first["tree_size"] == 2
+        assert first["checkpoint"] == latest.text
         # Alice's chain: issue +10 000, transfer -2 500; recomputed from the history answer.
         head = auditor.verify_history("alice")
         assert head.hex() == sky.member("alice").head.head_hash
@@ -156,6 +162,11 @@ async def test_a_receipt_not_in_the_log_is_refused(
         receipt = sky.request("GET", f"/v1/transactions/{unlogged.transaction.id}").json()
         with pytest.raises(ProofError, match="not in the log"):
             auditor.verify_receipt(receipt)
+        answer = sky.request(
+            "GET", "/v1/proofs/inclusion", params={"transaction": str(unlogged.transaction.id)}
+        )
+        assert answer.status_code == 404
+        assert answer.json()["type"].endswith("/not-in-log")
         # A receipt whose postings were changed is not the logged transaction either.
         first = sky.history("alice").items[-1].transaction_id
         forged = sky.request("GET", f"/v1/transactions/{first}").json()
