@@ -213,7 +213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--key must be an Ed25519 private key")
     with ExchangeClient(args.url, key_id=args.key_id, alg="ed25519", key=key) as client:
         try:
-            for line in audit_files(LogAuditor(client, args.origin, args.state), args.files):
+            auditor = LogAuditor(client, args.origin, args.state)
+            for line in audit_files(auditor, args.files):
                 print(line)
         except ProofError as exc:
             print(f"FAILED: {exc}", file=sys.stderr)

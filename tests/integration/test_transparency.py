@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -32,6 +33,7 @@ from exchange.transparency.store import root_at
 from exchange.transparency.tree import nodes_of_leaves, range_hash
 from exchange.transparency.verify import verify_log
 from partners.audit import LogAuditor, audit_files
+from partners.audit import main as audit_main
 from partners.client import ExchangeClient
 from partners.transparency import (
     ChainLink,
@@ -124,10 +126,22 @@ async def test_worked_example(
         # The finance team's run over saved receipts, as the CLI does it.
         for n, receipt in enumerate(receipts):
             (tmp_path / f"r{n}.json").write_text(json.dumps(receipt))
-        lines = audit_files(
-            LogAuditor(sky, settings.log_origin, state), sorted(tmp_path.glob("r*.json"))
-        )
+        saved = sorted(tmp_path.glob("r*.json"))
+        lines = audit_files(LogAuditor(sky, settings.log_origin, state), saved)
         assert lines[0].startswith("checkpoint 2 ") and lines[2].endswith(" at 1")
+        assert isinstance(sky_key.key, Ed25519PrivateKey)
+        pem = tmp_path / "sky.pem"
+        pem.write_bytes(
+            sky_key.key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        cli = ["--url", live_server.base_url, "--key-id", sky_key.key_id, "--key", str(pem)]
+        cli += ["--origin", settings.log_origin, "--state", str(state), *map(str, saved)]
+        assert audit_main(cli) == 0
+        assert audit_main([*cli[:-2], "--origin", "elsewhere/log"]) == 1
         # Sky co-signs the checkpoint it verified; the latest checkpoint names its witnesses.
         assert isinstance(sky_key.key, Ed25519PrivateKey)
         answer = auditor.witness(latest, sky_key.key_id, sky_key.key)
