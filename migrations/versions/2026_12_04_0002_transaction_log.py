@@ -5,6 +5,10 @@ index, a unique constraint keeps a transaction from being logged twice); ``log_t
 tree's hashes in C2SP tlog-tiles shape (256 hashes per row, height 8 per level), so a proof at
 ten million leaves reads a handful of rows; ``log_checkpoint`` keeps one root per size, for good.
 
+Guards, as for the ledger's rows: entries, checkpoints and co-signatures are never changed or
+removed, and a full tile (256 hashes) never changes; only the right edge's partial tiles are
+rewritten as they fill (on PostgreSQL through the baseline's ``ledger_refuse_change``).
+
 Revision ID: 0002
 Revises: 0001
 Create Date: 2026-12-04 17:10:00.000000
@@ -69,6 +73,57 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("checkpoint_size", "partner_id", name=op.f("pk_log_witness")),
     )
+
+    if op.get_bind().dialect.name == "postgresql":
+        for statement in LOG_GUARDS_POSTGRES:
+            op.execute(statement)
+    else:
+        for statement in LOG_GUARDS_SQLITE:
+            op.execute(statement)
+
+
+_IMMUTABLE = ("log_entry", "log_checkpoint", "log_witness")
+_FULL_TILE = 256 * 32
+
+LOG_GUARDS_POSTGRES = [
+    *(
+        f"""
+        CREATE TRIGGER {table}_immutable BEFORE UPDATE OR DELETE ON {table}
+        FOR EACH ROW EXECUTE FUNCTION ledger_refuse_change()
+        """
+        for table in _IMMUTABLE
+    ),
+    f"""
+    CREATE TRIGGER log_tile_full_immutable BEFORE UPDATE OR DELETE ON log_tile
+    FOR EACH ROW WHEN (length(OLD.hashes) = {_FULL_TILE}) EXECUTE FUNCTION ledger_refuse_change()
+    """,
+    *(
+        f"""
+        CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table}
+        FOR EACH STATEMENT EXECUTE FUNCTION ledger_refuse_change()
+        """
+        for table in (*_IMMUTABLE, "log_tile")
+    ),
+]
+
+LOG_GUARDS_SQLITE = [
+    *(
+        f"""
+        CREATE TRIGGER {table}_no_{action} BEFORE {action.upper()} ON {table}
+        BEGIN SELECT RAISE(ABORT, 'log rows are immutable'); END
+        """
+        for table in _IMMUTABLE
+        for action in ("update", "delete")
+    ),
+    *(
+        f"""
+        CREATE TRIGGER log_tile_full_no_{action} BEFORE {action.upper()} ON log_tile
+        WHEN length(OLD.hashes) = {_FULL_TILE}
+        BEGIN SELECT RAISE(ABORT, 'full tiles are immutable'); END
+        """
+        for action in ("update", "delete")
+    ),
+]
 
 
 def downgrade() -> None:

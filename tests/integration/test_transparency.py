@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from exchange.ledger import members, operations
@@ -289,7 +290,7 @@ async def test_concurrent_writers_log_every_transaction_once(
 
 
 async def test_verify_checks_the_log(
-    settings: Settings, sessions: async_sessionmaker[AsyncSession], sky: PartnerInfo
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], sky: PartnerInfo, db_kind: str
 ) -> None:
     """``ledger verify``'s log check: clean, then a changed leaf, then a changed checkpoint."""
     async with sessions() as session, session.begin():
@@ -303,9 +304,23 @@ async def test_verify_checks_the_log(
         report = await verify_log(session, origin, late)
     assert report.ok, report.faults
     assert (report.entries, report.checkpoints) == (299, 1)
+    changes = [
+        update(LogEntry).where(LogEntry.idx == 7).values(leaf_hash=bytes(32)),
+        update(LogCheckpoint).values(root_hash=bytes(32)),
+    ]
+    async with sessions() as session:
+        for change in changes:  # the database refuses them
+            with pytest.raises(DBAPIError):
+                async with session.begin():
+                    await session.execute(change)
     async with sessions() as session, session.begin():
-        await session.execute(update(LogEntry).where(LogEntry.idx == 7).values(leaf_hash=bytes(32)))
-        await session.execute(update(LogCheckpoint).values(root_hash=bytes(32)))
+        if db_kind == "postgresql":
+            await session.execute(text("SET LOCAL session_replication_role = replica"))
+        else:
+            for trigger in ("log_entry_no_update", "log_checkpoint_no_update"):
+                await session.execute(text(f"DROP TRIGGER {trigger}"))
+        for change in changes:
+            await session.execute(change)
     async with sessions() as session:
         faults = (await verify_log(session, origin, late)).faults
     assert [f["kind"] for f in faults] == ["leaf-changed", "checkpoint-root"]
