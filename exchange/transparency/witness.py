@@ -66,7 +66,7 @@ async def add_witness(
         public.verify(blob[4:], body)
     except InvalidSignature as exc:
         raise InvalidInput("the co-signature does not verify", field="signature_line") from exc
-    if caller.id.hex not in {w.replace("-", "") for w in checkpoint.witnesses}:
+    if str(caller.id) not in checkpoint.witnesses:
         await session.execute(
             witness_t.insert().values(
                 checkpoint_size=size,
