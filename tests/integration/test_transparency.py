@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import json
 import uuid
 from pathlib import Path
@@ -44,8 +45,16 @@ from partners.transparency import (
     verify_chain,
     witnessed_by,
 )
+from settlement.runs import settle_due
 from tests.integration.conftest import Credentials, register_key
 from tests.integration.live_server import LiveServer, live_server
+from tests.integration.settlement_support import (
+    DAY1,
+    Cast,
+    SteppedCalendar,
+    cutoff_now,
+    post_day1,
+)
 
 __all__ = ["live_server"]
 
@@ -325,3 +334,20 @@ async def test_verify_checks_the_log(
         faults = (await verify_log(session, origin, late)).faults
     assert [f["kind"] for f in faults] == ["leaf-changed", "checkpoint-root"]
     assert faults[0]["index"] == 7
+
+
+async def test_settlement_cutoff_signs_a_checkpoint(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], cast: Cast
+) -> None:
+    """Settling the ended days checkpoints the log: every transaction of the day is in it."""
+    await post_day1(sessions, cast)
+    calendar = SteppedCalendar(DAY1, await cutoff_now(), dt.timedelta(hours=1))
+    late = calendar.cutoff_at(DAY1) + dt.timedelta(minutes=1)
+    keys = load_exchange_keys(settings)
+    settled = await settle_due(sessions, settings=settings, keys=keys, calendar=calendar, now=late)
+    assert [batch.business_date for batch in settled] == [DAY1]
+    async with sessions() as session:
+        total = await session.scalar(select(func.count()).select_from(LedgerTransaction))
+        row = (await session.execute(select(LogCheckpoint))).scalar_one()
+    assert (row.size, row.reason) == (total, "cutoff")
+    assert row.note.startswith(f"{settings.log_origin}\n{total}\n")
