@@ -71,6 +71,8 @@ class LogAuditor:
         self.state = state
         self.last: Checkpoint | None = None
         self._keys: dict[str, Ed25519PublicKey] | None = None
+        self.kept: list[dict[str, Any]] = []
+        """Receipts kept (:meth:`keep`) and not yet proved in a checkpoint."""
         if state is not None and state.exists():
             note = json.loads(state.read_text())["checkpoint"]
             self.last = open_checkpoint(note, origin, self.keys())
@@ -112,6 +114,37 @@ class LogAuditor:
         return self.accept(
             _decode(CheckpointOut, self.client, "GET", "/v1/checkpoints/latest").note
         )
+
+    def keep(self, answer: dict[str, Any]) -> None:
+        """Keep a receipt (a transaction answer, as JSON) to prove once a checkpoint holds it."""
+        self.kept.append(answer)
+
+    def verify_kept(self) -> dict[str, int]:
+        """Check the latest checkpoint, then prove every kept receipt its tree holds; those it
+        does not hold yet stay kept for the next call (``verify_receipt`` raises for them).
+        Returns the proved transactions' log indexes by id."""
+        checkpoint = self.check_latest()
+        proved: dict[str, int] = {}
+        waiting = []
+        for answer in self.kept:
+            transaction_id = answer["transaction"]["id"]
+            try:
+                proved[transaction_id] = self.verify_receipt(answer)
+            except ProofError:
+                if self._logged_within(transaction_id, checkpoint.size):
+                    raise
+                waiting.append(answer)
+        self.kept = waiting
+        return proved
+
+    def _logged_within(self, transaction_id: str, size: int) -> bool:
+        """Whether the exchange places the transaction inside the tree of ``size``."""
+        response = self.client.request(
+            "GET", "/v1/proofs/inclusion", params={"transaction": transaction_id}
+        )
+        if response.status_code != 200:
+            return False
+        return bool(response.json()["leaf_index"] < size)
 
     def verify_receipt(self, answer: dict[str, Any]) -> int:
         """Check a saved answer's receipt (the exchange's signature over its ``transaction``) and

@@ -14,6 +14,7 @@ import datetime as dt
 import json
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -179,13 +180,16 @@ async def test_a_receipt_not_in_the_log_is_refused(
     await asyncio.to_thread(lambda: (sky.enrol("alice"), sky.issue("alice", 5)))
     await checkpoint(sessions, settings)
 
-    def late() -> None:
+    def late() -> dict[str, Any]:
         auditor = LogAuditor(sky, settings.log_origin)
         auditor.check_latest()
         unlogged = sky.issue("alice", 6)
         receipt = sky.request("GET", f"/v1/transactions/{unlogged.transaction.id}").json()
         with pytest.raises(ProofError, match="not in the log"):
             auditor.verify_receipt(receipt)
+        # Kept, it waits for a checkpoint that holds it rather than failing.
+        auditor.keep(receipt)
+        assert auditor.verify_kept() == {} and auditor.kept == [receipt]
         answer = sky.request(
             "GET", "/v1/proofs/inclusion", params={"transaction": str(unlogged.transaction.id)}
         )
@@ -197,8 +201,14 @@ async def test_a_receipt_not_in_the_log_is_refused(
         forged["transaction"]["postings"][0]["hash"] = "00" * 32
         with pytest.raises(ProofError):
             auditor.verify_receipt(forged)
+        return receipt
 
-    await asyncio.to_thread(late)
+    receipt = await asyncio.to_thread(late)
+    await checkpoint(sessions, settings)
+    auditor = LogAuditor(sky, settings.log_origin)
+    auditor.keep(receipt)
+    assert await asyncio.to_thread(auditor.verify_kept) == {receipt["transaction"]["id"]: 1}
+    assert auditor.kept == []
     sky.close()
 
 
