@@ -44,6 +44,7 @@ from partners.transparency import (
     leaf_hash,
     note_signature_line,
     open_checkpoint,
+    posting_hash,
     transaction_leaf,
     verify_chain,
     verify_consistency,
@@ -161,6 +162,7 @@ class LogAuditor:
         proof = self._inclusion(transaction["id"], checkpoint.size)
         hashes = [bytes.fromhex(h) for h in proof.posting_hashes]
         for posting in transaction["postings"]:
+            _check_posting(transaction["id"], posting)
             if bytes.fromhex(posting["hash"]) not in hashes:
                 raise ProofError(f"posting {posting['hash']} is not in the logged transaction")
         if proof.kind != transaction["kind"]:
@@ -216,6 +218,21 @@ class LogAuditor:
         if response.status_code >= 400:
             raise ProblemError(response.status_code, response.json())
         return msgspec.json.decode(response.content, type=CheckpointOut)
+
+
+def _check_posting(transaction_id: str, posting: dict[str, Any]) -> None:
+    """A posting's hash is what its fields give (answers that carry them all)."""
+    if "prev_hash" not in posting:
+        return
+    computed = posting_hash(
+        posting["account_id"], posting["seq"], uuid.UUID(transaction_id), posting["amount"],
+        posting["balance_after"], bytes.fromhex(posting["prev_hash"]),
+        posting["counterparty_account_id"],
+    )  # fmt: skip
+    if computed.hex() != posting["hash"]:
+        raise ProofError(
+            f"posting {posting['seq']} of {transaction_id}: its hash is not its fields'"
+        )
 
 
 def audit_files(auditor: LogAuditor, paths: Iterable[Path]) -> list[str]:

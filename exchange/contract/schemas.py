@@ -185,6 +185,12 @@ class PostingOut(msgspec.Struct):
     balance_after: int
     hash: str
     """Hex SHA-256 chaining this posting to the account's previous one."""
+    account_id: int = 0
+    prev_hash: str = ""
+    """Hex hash of the account's previous posting: with ``account_id``, ``seq``, the
+    transaction's id, ``amount``, ``balance_after`` and ``counterparty_account_id``, everything
+    ``hash`` covers (the encoding is in docs/partner-guide-proofs.md)."""
+    counterparty_account_id: int = 0
 
 
 class TransactionOut(msgspec.Struct):

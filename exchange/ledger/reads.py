@@ -42,6 +42,8 @@ class PostingView:
     amount: int
     balance_after: int
     hash: bytes
+    prev_hash: bytes
+    counterparty_account_id: int | None
 
 
 @dataclass(frozen=True)
@@ -182,6 +184,8 @@ _TRANSACTION = (
         Posting.amount,
         Posting.balance_after,
         Posting.hash,
+        Posting.prev_hash,
+        Posting.counterparty_account_id,
     )
     .select_from(
         outerjoin(LedgerTransaction, _OWN_POSTINGS, Posting.transaction_id == LedgerTransaction.id)
@@ -210,6 +214,8 @@ async def transaction_view(
             amount=row.amount,
             balance_after=row.balance_after,
             hash=row.hash,
+            prev_hash=row.prev_hash,
+            counterparty_account_id=row.counterparty_account_id,
         )
         for row in rows
         if row.account_id is not None

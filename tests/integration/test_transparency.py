@@ -125,6 +125,9 @@ async def test_worked_example(
         latest = auditor.check_latest()
         assert (latest.size, len(latest.root)) == (2, 32)
         assert [auditor.verify_receipt(r) for r in receipts] == [0, 1]
+        # Each posting of a transaction answer carries what its hash covers.
+        posting = receipts[1]["transaction"]["postings"][0]
+        assert set(posting) >= {"account_id", "seq", "prev_hash", "hash", "counterparty_account_id"}
         # Without a size, the proof names the first checkpoint that includes the transaction.
         first = sky.request(
             "GET", "/v1/proofs/inclusion", params={"transaction": receipts[1]["transaction"]["id"]}
