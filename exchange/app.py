@@ -36,6 +36,8 @@ from exchange.observability import request_id_middleware, structlog_plugin
 from exchange.pricing.controllers import BrandPricingController, PricingController
 from exchange.settings import Settings, get_settings
 from exchange.signing import load_exchange_keys, load_master_key
+from exchange.transparency.controllers import TransparencyController
+from exchange.transparency.scheduler import run_log
 from partners.controllers import PartnersController
 from settlement.controllers import (
     SettlementBatchesController,
@@ -56,6 +58,7 @@ SIGNED_CONTROLLERS = (
     SettlementsController,
     WebhookController,
     SettlementBatchesController,
+    TransparencyController,
 )
 """Every feature's routes under the signed ``/v1`` router."""
 
@@ -98,6 +101,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         jobs = [
             asyncio.create_task(run_periodic_jobs(engine)),
             asyncio.create_task(run_scheduler(engine, settings, app.state.exchange_keys)),
+            asyncio.create_task(run_log(engine, settings, app.state.exchange_keys)),
         ]
         try:
             yield

@@ -129,17 +129,21 @@ def ledger_group() -> None:
 
 
 @ledger_group.command(
-    name="verify", help="Recompute every chain, balance and zero-sum; name the first fault."
+    name="verify",
+    help="Recompute every chain, balance and zero-sum, and the log; name the first fault.",
 )
 def verify_command() -> None:
     from exchange.ledger.verify import verify_ledger
+    from exchange.transparency.verify import verify_log
 
-    async def work(session: AsyncSession, _settings: Settings) -> Any:
-        return await verify_ledger(session)
+    async def work(session: AsyncSession, settings: Settings) -> Any:
+        ledger = await verify_ledger(session)
+        log = await verify_log(session, settings.log_origin, settings.log_late_seconds)
+        return {**ledger.as_dict(), "ok": ledger.ok and log.ok, "log": log.as_dict()}
 
     report = run_with_session(work)
-    emit(report.as_dict())
-    if not report.ok:
+    emit(report)
+    if not report["ok"]:
         sys.exit(1)
 
 

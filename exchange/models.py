@@ -4,6 +4,7 @@ from exchange import outbox as outbox_models
 from exchange.base import Base
 from exchange.ledger import models as ledger_models
 from exchange.pricing import models as rate_models
+from exchange.transparency import models as log_models
 from partners import models as partner_models
 from settlement import models as settlement_models
 
@@ -11,6 +12,7 @@ metadata = Base.metadata
 
 __all__ = [
     "ledger_models",
+    "log_models",
     "metadata",
     "outbox_models",
     "partner_models",

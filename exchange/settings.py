@@ -92,6 +92,13 @@ class Settings:
     """EXCHANGE_SETTLEMENT_GRACE_SECONDS: how long after a cutoff the scheduler waits before
     settling, so that transactions in flight at the cutoff are in the day they were made."""
 
+    log_origin: str = "exchange.example/transactions"
+    """EXCHANGE_LOG_ORIGIN: the first line of every checkpoint of the transaction log (its name)."""
+    log_checkpoint_seconds: int = 60
+    """EXCHANGE_LOG_CHECKPOINT_SECONDS: how often the log is extended and a checkpoint signed."""
+    log_late_seconds: int = 600
+    """EXCHANGE_LOG_LATE_SECONDS: how far behind the newest logged transaction (by its time-ordered
+    id) the sequencer looks for transactions that committed late."""
     settlement_poll_seconds: int = 60
     """EXCHANGE_SETTLEMENT_POLL_SECONDS: the longest the scheduler sleeps between looks for a day
     to settle (it also wakes at each cutoff)."""
@@ -172,6 +179,9 @@ def get_settings() -> Settings:
         settlement_cutoff=_env("SETTLEMENT_CUTOFF", "00:00") or "00:00",
         settlement_grace_seconds=_env_int("SETTLEMENT_GRACE_SECONDS", 5),
         settlement_poll_seconds=_env_int("SETTLEMENT_POLL_SECONDS", 60),
+        log_origin=_env("LOG_ORIGIN", "exchange.example/transactions") or "",
+        log_checkpoint_seconds=_env_int("LOG_CHECKPOINT_SECONDS", 60),
+        log_late_seconds=_env_int("LOG_LATE_SECONDS", 600),
         settlement_work_mem=_env("SETTLEMENT_WORK_MEM", "256MB") or "256MB",
         webhook_poll_seconds=_env_int("WEBHOOK_POLL_SECONDS", 5),
         webhook_timeout_seconds=_env_int("WEBHOOK_TIMEOUT_SECONDS", 10),

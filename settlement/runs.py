@@ -29,6 +29,7 @@ from exchange.dialect import refresh_statistics, take_settlement_lock, tune_sett
 from exchange.errors import SettlementNotDue
 from exchange.settings import Settings
 from exchange.signing import ExchangeKeys
+from exchange.transparency.scheduler import checkpoint_now
 from settlement.calendar import BusinessCalendar, Calendar
 from settlement.conclusions import (
     DayHeader,
@@ -118,6 +119,10 @@ async def settle_due(
                     on_step=on_step,
                 )
             )
+    if settled:
+        # The log is checkpointed at every cutoff too, once the days are settled.
+        async with session_factory() as session, session.begin():
+            await checkpoint_now(session, settings, keys, "cutoff")
     return settled
 
 

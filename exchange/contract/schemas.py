@@ -151,6 +151,9 @@ class MemberBalanceOut(msgspec.Struct):
 
 
 class HistoryItem(msgspec.Struct):
+    """One posting of the member's account chain, with every field its hash covers (the
+    encoding is in the README, "What a partner can prove"), so a partner can recompute it."""
+
     transaction_id: uuid.UUID
     kind: str
     seq: int
@@ -158,6 +161,12 @@ class HistoryItem(msgspec.Struct):
     balance_after: int
     reference: str | None
     created_at: dt.datetime
+    account_id: int = 0
+    prev_hash: str = ""
+    """Hex hash of the account's previous posting (64 zeros before the first)."""
+    hash: str = ""
+    """Hex SHA-256 of this posting's encoding."""
+    counterparty_account_id: int = 0
 
 
 class HistoryPage(msgspec.Struct):
@@ -176,6 +185,12 @@ class PostingOut(msgspec.Struct):
     balance_after: int
     hash: str
     """Hex SHA-256 chaining this posting to the account's previous one."""
+    account_id: int = 0
+    prev_hash: str = ""
+    """Hex hash of the account's previous posting: with ``account_id``, ``seq``, the
+    transaction's id, ``amount``, ``balance_after`` and ``counterparty_account_id``, everything
+    ``hash`` covers (the encoding is in docs/partner-guide-proofs.md)."""
+    counterparty_account_id: int = 0
 
 
 class TransactionOut(msgspec.Struct):

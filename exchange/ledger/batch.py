@@ -268,6 +268,8 @@ async def _stored_postings(
             posting_t.c.amount,
             posting_t.c.balance_after,
             posting_t.c.hash,
+            posting_t.c.prev_hash,
+            posting_t.c.counterparty_account_id,
         )
         .join(
             account_t,

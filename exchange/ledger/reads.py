@@ -42,6 +42,8 @@ class PostingView:
     amount: int
     balance_after: int
     hash: bytes
+    prev_hash: bytes
+    counterparty_account_id: int | None
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,10 @@ class HistoryEntry:
     balance_after: int
     reference: str | None
     created_at: dt.datetime
+    account_id: int
+    prev_hash: bytes
+    hash: bytes
+    counterparty_account_id: int | None
 
 
 def encode_cursor(seq: int) -> str:
@@ -123,6 +129,10 @@ async def member_history(
             posting_t.c.balance_after,
             transaction_t.c.reference,
             posting_t.c.created_at,
+            posting_t.c.account_id,
+            posting_t.c.prev_hash,
+            posting_t.c.hash,
+            posting_t.c.counterparty_account_id,
         )
         .join(transaction_t, transaction_t.c.id == posting_t.c.transaction_id)
         .where(posting_t.c.account_id == member.account_id)
@@ -174,6 +184,8 @@ _TRANSACTION = (
         Posting.amount,
         Posting.balance_after,
         Posting.hash,
+        Posting.prev_hash,
+        Posting.counterparty_account_id,
     )
     .select_from(
         outerjoin(LedgerTransaction, _OWN_POSTINGS, Posting.transaction_id == LedgerTransaction.id)
@@ -202,6 +214,8 @@ async def transaction_view(
             amount=row.amount,
             balance_after=row.balance_after,
             hash=row.hash,
+            prev_hash=row.prev_hash,
+            counterparty_account_id=row.counterparty_account_id,
         )
         for row in rows
         if row.account_id is not None

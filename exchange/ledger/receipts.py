@@ -53,6 +53,9 @@ def transaction_out(view: TransactionView) -> TransactionOut:
                 amount=p.amount,
                 balance_after=p.balance_after,
                 hash=p.hash.hex(),
+                account_id=p.account_id,
+                prev_hash=p.prev_hash.hex(),
+                counterparty_account_id=p.counterparty_account_id or 0,
             )
             for p in view.postings
         ],
@@ -90,6 +93,9 @@ def posted_out(posted: PostedTransaction) -> tuple[TransactionOut, list[BalanceO
                 amount=line.amount,
                 balance_after=line.balance_after,
                 hash=line.hash.hex(),
+                account_id=line.account_id,
+                prev_hash=line.prev_hash.hex(),
+                counterparty_account_id=line.counterparty,
             )
             for line in posted.postings
         ],

@@ -100,6 +100,10 @@ class MembersController(Controller):
                     balance_after=e.balance_after,
                     reference=e.reference,
                     created_at=e.created_at,
+                    account_id=e.account_id,
+                    prev_hash=e.prev_hash.hex(),
+                    hash=e.hash.hex(),
+                    counterparty_account_id=e.counterparty_account_id or 0,
                 )
                 for e in entries
             ],
