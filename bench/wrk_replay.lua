@@ -156,7 +156,9 @@ function delay()
     return 0
   end
   exhausted = true
-  if answered >= sent + padding then wrk.thread:stop() end
+  -- Not while a line is reserved: its connection is between delay() and request(), and
+  -- stopping now would leave that line unsent.
+  if reserved == 0 and answered >= sent + padding then wrk.thread:stop() end
   return 3600000 -- park the connection: no request is sent twice
 end
 
@@ -167,7 +169,7 @@ function response(status, headers, body)
   if (status < 200 or status > 299) and sample == nil then
     sample, sample_status = string.sub(body or "", 1, 2000), status
   end
-  if exhausted and answered >= sent + padding then
+  if exhausted and reserved == 0 and answered >= sent + padding then
     wrk.thread:stop()
   end
 end
