@@ -54,6 +54,23 @@ class InvalidInput(DomainError):
     title = "The request is not valid"
 
 
+class BadRequest(DomainError):
+    """A request no conforming client sends (duplicate JSON keys, several Host fields): the
+    same ``bad-request`` problem as Litestar's own 400s."""
+
+    slug = "bad-request"
+    status = 400
+    title = "Bad Request"
+
+
+class InvalidCursor(InvalidInput):
+    """A page cursor that this service did not give (or one holding an absurd position)."""
+
+    slug = "invalid-cursor"
+    status = 400
+    title = "The cursor is not one this service gave"
+
+
 class InsufficientPoints(DomainError):
     slug = "insufficient-points"
     title = "Not enough available points"
