@@ -1,0 +1,87 @@
+"""Issue 15, the input findings: duplicate JSON keys are a 400 on every route; a cursor holding
+an absurd position is a 400, never a 500; control characters a caller sends are escaped in the
+log, console and JSON alike."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from exchange.app import create_app
+from exchange.settings import Settings
+from exchange.signing import load_master_key
+from tests.integration.conftest import BASE_URL, Partners, SignedApi, _lifespan
+
+PROBLEMS = "https://exchange.example/problems/"
+
+
+async def test_duplicate_json_keys_are_a_bad_request(api: SignedApi, partners: Partners) -> None:
+    """``{"points": 1, "points": 1000000}`` would issue a million (the last key wins): refused,
+    nested objects and routes that take no body included, and nothing is posted."""
+    await api.post("/v1/members", {"member_ref": "a2"}, as_=partners.sky)
+    before = await api.ledger_size()
+    bodies = {
+        "/v1/issuances": b'{"member_ref":"a2","points":1,"points":1000000}',
+        "/v1/members": b'{"member_ref":"a3","member_ref":"a2"}',
+        "/v1/batches": b'{"operations":[{"type":"issue","idempotency_key":"i1",'
+        b'"member_ref":"a2","points":1,"points":1000000}]}',
+    }
+    for path, body in bodies.items():
+        answer = await api.post(path, body=body, as_=partners.sky)
+        assert answer.status_code == 400, (path, answer.text)
+        assert answer.json()["type"] == PROBLEMS + "bad-request"
+    answer = await api.request("GET", "/v1/partners/me", body=b'{"a":1,"a":2}', as_=partners.sky)
+    assert answer.status_code == 400
+    assert await api.ledger_size() == before
+    member = await api.get("/v1/members/a2", as_=partners.sky)
+    assert member.json()["balance"] == 0
+
+
+async def test_a_huge_cursor_is_a_bad_request(api: SignedApi, partners: Partners) -> None:
+    await api.post("/v1/members", {"member_ref": "a2"}, as_=partners.sky)
+    cursors = [
+        {"seq": 99999999999999999999999},
+        {"seq": 2**63},
+        {"seq": -(2**70)},
+        {"seq": 1e308},
+    ]
+    for position in cursors:
+        cursor = base64.urlsafe_b64encode(json.dumps(position).encode()).decode().rstrip("=")
+        answer = await api.get(
+            "/v1/members/a2/transactions", as_=partners.sky, query=f"cursor={cursor}"
+        )
+        assert answer.status_code == 400, (position, answer.text)
+        assert answer.json()["type"] == PROBLEMS + "invalid-cursor"
+    answer = await api.get(
+        "/v1/members/a2/transactions", as_=partners.sky, query="cursor=" + "A" * 10_000
+    )
+    assert answer.status_code == 400
+
+
+@pytest.mark.parametrize("log_json", [False, True], ids=["console", "json"])
+async def test_control_characters_are_escaped_in_the_log(
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    capfd: pytest.CaptureFixture[str],
+    log_json: bool,
+) -> None:
+    """An unauthenticated path full of terminal escapes, vertical tab, form feed and U+2028
+    reaches the log as visible escapes, not as the characters."""
+    load_master_key(settings)
+    app = create_app(dataclasses.replace(settings, log_json=log_json))
+    transport = httpx.ASGITransport(app=app)
+    async with _lifespan(app), httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client:
+        capfd.readouterr()
+        answer = await client.get("/v1/members/x%1b%5b1A%1b%5b2K%0b%0c%e2%80%a8%c2%85y")
+    assert answer.status_code == 401
+    out = capfd.readouterr().out
+    assert "request signature refused" in out
+    for raw in ("\x1b", "\x0b", "\x0c", "\u2028", "\x85"):
+        assert raw not in out
+    line = next(line for line in out.splitlines() if "request signature refused" in line)
+    assert "\\x1b[1A" in line or "\\\\x1b[1A" in line
