@@ -71,6 +71,20 @@ class InvalidCursor(InvalidInput):
     title = "The cursor is not one this service gave"
 
 
+class DeliveryNotFound(DomainError):
+    slug = "delivery-not-found"
+    status = 404
+    title = "No such webhook delivery"
+
+
+class DeliveryNotDead(DomainError):
+    """Only a dead-lettered delivery is replayed; a pending one is still being tried."""
+
+    slug = "delivery-not-dead"
+    status = 409
+    title = "The webhook delivery is not dead-lettered"
+
+
 class InsufficientPoints(DomainError):
     slug = "insufficient-points"
     title = "Not enough available points"
