@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from http_sf.innerlist import ser_innerlist
 from http_sf.types import BareItemType
 
@@ -361,7 +362,12 @@ def _sign(alg: str, key: bytes | Ed25519PrivateKey, data: bytes) -> bytes:
 
 #: What an unknown, revoked or mismatched key is verified against, so that such a request costs
 #: the same Ed25519 verification as a known key with a bad signature (no key-id oracle by timing).
-_DUMMY_KEY = Ed25519PrivateKey.from_private_bytes(b"\x01" * 32).public_key()
+#: Raw bytes, as a registered key's material is, so that it is loaded the same way too.
+_DUMMY_KEY = (
+    Ed25519PrivateKey.from_private_bytes(b"\x01" * 32)
+    .public_key()
+    .public_bytes(Encoding.Raw, PublicFormat.Raw)
+)
 
 
 def _verify(alg: str, material: bytes | Ed25519PublicKey, data: bytes, signature: bytes) -> bool:
