@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -29,6 +31,20 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def prepare_sqlite_file(settings: Settings) -> None:
+    """Create the data directory ``0700`` and the SQLite database file ``0600`` before SQLite
+    would create it under the process umask (``0644`` as a rule): balances, keys' ciphertexts
+    and nonces are nobody else's to read. SQLite gives its ``-wal`` and ``-shm`` files the
+    database file's permissions. Existing files are left as they are."""
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    database = make_url(settings.sqlalchemy_url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+
+
 def _sqlite_begin(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
@@ -37,7 +53,7 @@ def create_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
     """An async engine for the configured database, with SQLite made safe for concurrent writers."""
     url = settings.sqlalchemy_url
     if url.startswith("sqlite"):
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        prepare_sqlite_file(settings)
         engine = create_async_engine(url, **kwargs)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)

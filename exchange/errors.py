@@ -54,6 +54,37 @@ class InvalidInput(DomainError):
     title = "The request is not valid"
 
 
+class BadRequest(DomainError):
+    """A request no conforming client sends (duplicate JSON keys, several Host fields): the
+    same ``bad-request`` problem as Litestar's own 400s."""
+
+    slug = "bad-request"
+    status = 400
+    title = "Bad Request"
+
+
+class InvalidCursor(InvalidInput):
+    """A page cursor that this service did not give (or one holding an absurd position)."""
+
+    slug = "invalid-cursor"
+    status = 400
+    title = "The cursor is not one this service gave"
+
+
+class DeliveryNotFound(DomainError):
+    slug = "delivery-not-found"
+    status = 404
+    title = "No such webhook delivery"
+
+
+class DeliveryNotDead(DomainError):
+    """Only a dead-lettered delivery is replayed; a pending one is still being tried."""
+
+    slug = "delivery-not-dead"
+    status = 409
+    title = "The webhook delivery is not dead-lettered"
+
+
 class InsufficientPoints(DomainError):
     slug = "insufficient-points"
     title = "Not enough available points"

@@ -10,6 +10,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
+from exchange.db import prepare_sqlite_file
 from exchange.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,8 +30,8 @@ def head_revision(settings: Settings) -> str | None:
 def upgrade(settings: Settings) -> None:
     """Migrate to head. On PostgreSQL, replicas starting together queue on an advisory lock
     (see ``migrations/env.py``) and the later ones find nothing left to do."""
-    if settings.database_url is None:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if settings.sqlalchemy_url.startswith("sqlite"):
+        prepare_sqlite_file(settings)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     command.upgrade(alembic_config(settings), "head")
 

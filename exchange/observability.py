@@ -47,12 +47,38 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
     return middleware
 
 
+# Control characters (C0, DEL, C1), line and paragraph separators and bidirectional overrides:
+# anything that could move a terminal's cursor, forge a log line or hide text.
+_OTHER_UNSAFE = "\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+_UNSAFE_CHARACTER = re.compile("[\x00-\x1f" + _OTHER_UNSAFE + "]")
+_UNSAFE_IN_TRACEBACK = re.compile("[\x00-\x09\x0b-\x1f" + _OTHER_UNSAFE + "]")
+
+
+def _escaped(character: re.Match[str]) -> str:
+    code = ord(character.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape_log_values(
+    logger: object, method: str, event: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    """Show control characters and line separators in every string value as escapes
+    (``\\x1b``, ``\\u2028``), so that what a caller sends (a path, a header) cannot forge or
+    rewrite log lines, in console and JSON output alike. A traceback keeps its line breaks."""
+    for key, value in event.items():
+        if isinstance(value, str):
+            unsafe = _UNSAFE_IN_TRACEBACK if key == "exception" else _UNSAFE_CHARACTER
+            event[key] = unsafe.sub(_escaped, value)
+    return event
+
+
 def structlog_plugin(settings: Settings) -> StructlogPlugin:
     processors = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.format_exc_info,
+        escape_log_values,
         structlog.processors.JSONRenderer()
         if settings.log_json
         else structlog.dev.ConsoleRenderer(colors=False),

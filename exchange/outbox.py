@@ -59,6 +59,8 @@ class OutboxEvent(Base):
     next_attempt_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
+    dead_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    """When delivery gave up (``EXCHANGE_WEBHOOK_MAX_ATTEMPTS``); the partner may replay it."""
 
 
 outbox_t = cast(Table, OutboxEvent.__table__)

@@ -126,6 +126,17 @@ class Settings:
     webhook_allow_http: bool = False
     """EXCHANGE_WEBHOOK_ALLOW_HTTP: accept plain ``http://`` webhook URLs (development only)."""
 
+    webhook_allow_private_addresses: bool = False
+    """EXCHANGE_WEBHOOK_ALLOW_PRIVATE_ADDRESSES: let webhooks reach loopback, private and other
+    non-public addresses (development only: a receiver on 127.0.0.1)."""
+
+    webhook_ports: tuple[int, ...] = (443, 8443)
+    """EXCHANGE_WEBHOOK_PORTS: comma-separated ports a webhook URL may use (``443,8443``)."""
+
+    webhook_max_attempts: int = 15
+    """EXCHANGE_WEBHOOK_MAX_ATTEMPTS: attempts at one event before it is dead-lettered (the
+    partner sees it in its deliveries, with the last error, and may replay it)."""
+
     quote_ttl_seconds: int = 120
     """EXCHANGE_QUOTE_TTL_SECONDS: how long a conversion quote holds its rate and point values
     (1 to 900 seconds)."""
@@ -189,6 +200,11 @@ def get_settings() -> Settings:
         webhook_retry_max_seconds=_env_int("WEBHOOK_RETRY_MAX_SECONDS", 3600),
         webhook_batch_size=_env_int("WEBHOOK_BATCH_SIZE", 100),
         webhook_allow_http=_env_bool("WEBHOOK_ALLOW_HTTP", False),
+        webhook_allow_private_addresses=_env_bool("WEBHOOK_ALLOW_PRIVATE_ADDRESSES", False),
+        webhook_ports=tuple(
+            int(port) for port in (_env("WEBHOOK_PORTS", "443,8443") or "").split(",") if port
+        ),
+        webhook_max_attempts=max(1, _env_int("WEBHOOK_MAX_ATTEMPTS", 15)),
         quote_ttl_seconds=_env_int("QUOTE_TTL_SECONDS", 120),
         group_commit_flushers=max(1, _env_int("GROUP_COMMIT_FLUSHERS", 2)),
     )

@@ -6,7 +6,9 @@ answering with the contract's Struct (``exchange.contract.schemas``): ``issue`` 
 or a fresh one) that every retry reuses, so a retry after a network error, a 5xx or a 409 (the
 same key still in flight) can never post twice. Each attempt is signed anew, with a fresh nonce
 and ``created``. Answers are checked against the exchange's public keys from ``GET /v1/keys``
-(fetched once, and again when an unknown key id appears after a rotation).
+(fetched once, and again when an unknown key id appears after a rotation), and must be bound to
+the request just sent and at most :data:`ANSWER_MAX_AGE_SECONDS` old, or the call raises
+:class:`ResponseSignatureInvalid`.
 
     client = ExchangeClient("https://exchange.example", key_id="...", alg="ed25519", key=private)
     client.enrol("alice")
@@ -78,7 +80,7 @@ from exchange.contract.schemas import (
     TransferCreate,
 )
 from exchange.contract.types import MemberRef, Points, Reference
-from partners.httpsig import SignatureInvalid, sign_request, verify_response
+from partners.httpsig import RequestBinding, SignatureInvalid, sign_request, verify_response
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -87,6 +89,11 @@ RETRY_STATUSES = frozenset({409, 500, 502, 503, 504})
 #: The one 409 worth retrying: the first request with the key is still running. Any other 409
 #: (``hold-not-active``...) is the answer, and asking again only delays it.
 IN_FLIGHT_PROBLEM = "/idempotency-in-flight"
+#: The oldest answer the client accepts: its signature's ``created`` at most this many seconds
+#: before the client's clock (and at most ``ANSWER_MAX_FUTURE_SECONDS`` after it). An answer
+#: must also be bound to the request just sent (see :meth:`_Signer.check`).
+ANSWER_MAX_AGE_SECONDS = 60
+ANSWER_MAX_FUTURE_SECONDS = 30
 
 JsonObject = dict[str, object]
 """An answer the contract has no Struct for here (settlement statements), as decoded JSON."""
@@ -425,15 +432,27 @@ class _Signer:
         request.headers.update(added)
 
     def check(self, response: httpx.Response) -> str | None:
-        """Verify the exchange's signature; ``None`` if the key id is unknown (fetch keys again)."""
+        """Verify the exchange's signature; ``None`` if the key id is unknown (fetch keys again).
+
+        The signature must be recent (:data:`ANSWER_MAX_AGE_SECONDS`) and cover the request
+        this client sent (its method, path, query and ``Signature``), so that an answer to
+        another request, or an old one, replayed by anything on the way, is refused."""
         if not self.verify_responses:
             return "unverified"
+        sent = response.request
         try:
             return verify_response(
                 status=response.status_code,
                 headers=dict(response.headers),
                 body=response.content,
                 public_keys=self.exchange_keys,
+                max_age=ANSWER_MAX_AGE_SECONDS,
+                max_future=ANSWER_MAX_FUTURE_SECONDS,
+                request=RequestBinding.sent(
+                    sent.method,
+                    sent.url.raw_path.decode("ascii"),
+                    sent.headers.get("signature"),
+                ),
             )
         except SignatureInvalid as exc:
             if self.exchange_keys and not self._unknown_key(response):

@@ -34,12 +34,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from http_sf.innerlist import ser_innerlist
 from http_sf.types import BareItemType
 
 __all__ = [
     "DIGEST_ALGORITHMS",
     "MAX_SIGNATURES",
+    "RequestBinding",
     "SignatureCandidate",
     "SignatureInvalid",
     "VerifiedSignature",
@@ -51,6 +53,7 @@ __all__ = [
     "sign_response",
     "signature_base",
     "verify_request",
+    "verify_request_signatures",
     "verify_response",
 ]
 
@@ -238,44 +241,109 @@ def signature_base(
     authority: str | None = None,
     status: int | None = None,
     headers: Mapping[str, str],
+    request: RequestBinding | None = None,
 ) -> bytes:
     """Build the RFC 9421 §2.5 signature base.
 
     ``path`` is the request's absolute path as sent (still percent-encoded); ``query`` the
-    raw query string without ``?``. A component that cannot be resolved (not supported,
+    raw query string without ``?``. ``request`` resolves the ``;req`` components of a
+    response's signature (RFC 9421 §2.4). A component that cannot be resolved (not supported,
     absent from the message, repeated, or carrying characters that would forge extra lines)
     raises :class:`SignatureInvalid`.
     """
     fields = _normalise_headers(headers)
-    derived: dict[str, str | None] = {
-        "@method": method.upper() if method is not None else None,
-        "@path": (path or "/") if path is not None else None,
-        "@query": "?" + query if query is not None else None,
-        "@authority": authority.lower() if authority is not None else None,
-        "@status": str(status) if status is not None else None,
-    }
+    derived = _derived(method, path, query, authority, status)
     lines = []
     seen = set()
     for name in components:
         if name in seen:
             raise SignatureInvalid(f"component {name!r} covered twice")
         seen.add(name)
-        if name in _DERIVED_COMPONENTS:
-            value = derived[name]
-        elif name.startswith("@") or name != name.lower() or not name or '"' in name:
-            raise SignatureInvalid(f"unsupported component {name!r}")
+        if name.endswith(_REQ):
+            value, identifier = _request_component(name, request), name
         else:
-            value = fields.get(name)
+            value, identifier = _component_value(name, derived, fields), http_sf.ser(name)
         if value is None:
             raise SignatureInvalid(f"component {name!r} not present in the message")
         if "\n" in value or "\r" in value:
             raise SignatureInvalid(f"component {name!r} contains a line break")
-        lines.append(f"{http_sf.ser(name)}: {value}")
+        lines.append(f"{identifier}: {value}")
     lines.append(f'"@signature-params": {params_serialized}')
     try:
         return "\n".join(lines).encode("ascii")
     except UnicodeEncodeError:
         raise SignatureInvalid("signature base is not ASCII") from None
+
+
+@dataclass(frozen=True)
+class RequestBinding:
+    """The request an answer is for, as its sender sent it: what a response's ``;req``
+    components (RFC 9421 §2.4) cover. ``signature`` is the request's ``Signature`` field,
+    ``None`` for an unsigned request; ``query`` is the raw query without ``?``."""
+
+    method: str
+    path: str
+    query: str
+    signature: str | None
+
+    @classmethod
+    def sent(cls, method: str, target: str, signature: str | None) -> RequestBinding:
+        """From the request target as sent (``/v1/x?y=1``, still percent-encoded)."""
+        path, _, query = target.partition("?")
+        return cls(method.upper(), path or "/", query, signature)
+
+    def components(self) -> list[str]:
+        """The ``;req`` components an answer to this request covers, in order."""
+        names = ['"@method";req', '"@path";req']
+        if self.query:
+            names.append('"@query";req')
+        if self.signature is not None:
+            names.append('"signature";req')
+        return names
+
+
+_REQ = ";req"
+
+
+def _derived(
+    method: str | None,
+    path: str | None,
+    query: str | None,
+    authority: str | None,
+    status: int | None,
+) -> dict[str, str | None]:
+    return {
+        "@method": method.upper() if method is not None else None,
+        "@path": (path or "/") if path is not None else None,
+        "@query": "?" + query if query is not None else None,
+        "@authority": authority.lower() if authority is not None else None,
+        "@status": str(status) if status is not None else None,
+    }
+
+
+def _component_value(
+    name: str, derived: Mapping[str, str | None], fields: Mapping[str, str]
+) -> str | None:
+    if name in _DERIVED_COMPONENTS:
+        return derived[name]
+    if name.startswith("@") or name != name.lower() or not name or '"' in name:
+        raise SignatureInvalid(f"unsupported component {name!r}")
+    return fields.get(name)
+
+
+def _request_component(name: str, request: RequestBinding | None) -> str | None:
+    """The value of ``"@method";req`` and the like, from the request an answer is for. Only
+    the serialised forms our own signer writes are accepted (parsing keeps a component with
+    parameters in its serialised form)."""
+    if request is None:
+        raise SignatureInvalid(f"{name} needs the request the answer is for")
+    if name == '"signature";req':
+        return request.signature.strip() if request.signature is not None else None
+    base = name.removesuffix(_REQ)
+    if base not in ('"@method"', '"@path"', '"@query"'):
+        raise SignatureInvalid(f"unsupported component {name!r}")
+    derived = _derived(request.method, request.path, request.query, None, None)
+    return derived[base.strip('"')]
 
 
 # --------------------------------------------------------------------------- crypto
@@ -291,6 +359,16 @@ def _sign(alg: str, key: bytes | Ed25519PrivateKey, data: bytes) -> bytes:
             raise TypeError("hmac-sha256 signing needs the secret as bytes")
         return hmac.new(key, data, hashlib.sha256).digest()
     raise ValueError(f"unsupported signature algorithm {alg!r}")
+
+
+#: What an unknown, revoked or mismatched key is verified against, so that such a request costs
+#: the same Ed25519 verification as a known key with a bad signature (no key-id oracle by timing).
+#: Raw bytes, as a registered key's material is, so that it is loaded the same way too.
+_DUMMY_KEY = (
+    Ed25519PrivateKey.from_private_bytes(b"\x01" * 32)
+    .public_key()
+    .public_bytes(Encoding.Raw, PublicFormat.Raw)
+)
 
 
 def _verify(alg: str, material: bytes | Ed25519PublicKey, data: bytes, signature: bytes) -> bool:
@@ -343,10 +421,15 @@ def _ser_param(key: str, value: BareItemType) -> str:
     raise ValueError(f"unsupported parameter value {value!r}")
 
 
+def _ser_component(name: str) -> str:
+    # A component with parameters (``"@method";req``) is kept in its serialised form.
+    return name if name.endswith(_REQ) else _ser_string(name)
+
+
 def _signature_params(components: Sequence[str], params: dict[str, BareItemType]) -> str:
     """The inner list ``("@method" "@path" ...);created=...;keyid="..."``, as RFC 9421 §2.3
     puts it in the signature base and in ``Signature-Input``."""
-    inner = " ".join(_ser_string(name) for name in components)
+    inner = " ".join(_ser_component(name) for name in components)
     return f"({inner})" + "".join(_ser_param(key, value) for key, value in params.items())
 
 
@@ -395,24 +478,7 @@ def _check_request_candidate(
     if expires is not None and (type(expires) is not int or expires <= now):
         raise SignatureInvalid("expired")
 
-    required = ["@method", "@path"]
-    if query:
-        required.append("@query")
-    if body:
-        required.append("content-digest")
-    missing = [name for name in required if name not in candidate.components]
-    if missing:
-        raise SignatureInvalid(f"components not covered: {missing}")
-    if "content-digest" in candidate.components:
-        digest = fields.get("content-digest")
-        if digest is None or not digest_matches(digest, body):
-            raise SignatureInvalid("content-digest does not match the body")
-
-    key = keys.get(key_id)
-    if key is None:
-        raise SignatureInvalid(f"unknown keyid {key_id!r}")
-    if "alg" in params and params["alg"] != key.alg:
-        raise SignatureInvalid(f"alg {params['alg']!r} is not the key's {key.alg!r}")
+    _check_coverage(candidate, method=method, query=query, fields=fields, body=body)
     base = signature_base(
         candidate.components,
         candidate.params_serialized,
@@ -422,6 +488,17 @@ def _check_request_candidate(
         authority=authority,
         headers=fields,
     )
+    key = keys.get(key_id)
+    if key is None:
+        refusal = f"unknown keyid {key_id!r}"
+    elif "alg" in params and params["alg"] != key.alg:
+        refusal = f"alg {params['alg']!r} is not the key's {key.alg!r}"
+    else:
+        refusal = None
+    if key is None or refusal is not None:
+        # The same Ed25519 verification as a known key's, so that timing tells nothing.
+        _verify("ed25519", _DUMMY_KEY, base, candidate.signature)
+        raise SignatureInvalid(refusal)
     if not _verify(key.alg, key.material, base, candidate.signature):
         raise SignatureInvalid("signature does not verify")
     return VerifiedSignature(
@@ -432,6 +509,31 @@ def _check_request_candidate(
         expires=expires,
         nonce=nonce,
     )
+
+
+def _check_coverage(
+    candidate: SignatureCandidate,
+    *,
+    method: str,
+    query: str,
+    fields: Mapping[str, str],
+    body: bytes,
+) -> None:
+    """The components SPEC §4 requires are covered, and the covered digest matches the body."""
+    required = ["@method", "@path"]
+    if query:
+        required.append("@query")
+    if body:
+        required.append("content-digest")
+    if method.upper() == "POST" and "idempotency-key" in fields:
+        required.append("idempotency-key")
+    missing = [name for name in required if name not in candidate.components]
+    if missing:
+        raise SignatureInvalid(f"components not covered: {missing}")
+    if "content-digest" in candidate.components:
+        digest = fields.get("content-digest")
+        if digest is None or not digest_matches(digest, body):
+            raise SignatureInvalid("content-digest does not match the body")
 
 
 def verify_request(
@@ -447,16 +549,46 @@ def verify_request(
     max_age: int = 300,
     max_future: int = 30,
 ) -> VerifiedSignature:
-    """Verify a partner request; pass if any one signature satisfies every rule.
+    """Verify a partner request; pass if any one signature satisfies every rule (the first
+    of :func:`verify_request_signatures`)."""
+    return verify_request_signatures(
+        method=method,
+        path=path,
+        query=query,
+        authority=authority,
+        headers=headers,
+        body=body,
+        keys=keys,
+        now=now,
+        max_age=max_age,
+        max_future=max_future,
+    )[0]
+
+
+def verify_request_signatures(
+    *,
+    method: str,
+    path: str,
+    query: str,
+    authority: str | None,
+    headers: Mapping[str, str],
+    body: bytes,
+    keys: Mapping[str, VerifyKey],
+    now: int,
+    max_age: int = 300,
+    max_future: int = 30,
+) -> list[VerifiedSignature]:
+    """Every signature of a partner request that satisfies every rule, in label order; at
+    least one, or :class:`SignatureInvalid` with each signature's reason in the message.
 
     The rules (SPEC §4): it covers ``@method``, ``@path``, ``@query`` when ``query`` is
-    non-empty and ``content-digest`` when ``body`` is non-empty (the digest matching the
-    body); it has ``created``, ``keyid`` and a non-empty string ``nonce``; ``created`` lies
-    in ``[now - max_age, now + max_future]``; ``expires``, if present, is after ``now``; the
-    ``keyid`` is in ``keys``; ``alg``, if present, is the key's; and the signature verifies.
-
-    Raises :class:`SignatureInvalid` otherwise, with each signature's reason in the message.
-    Replay (the nonce) is the caller's to check.
+    non-empty, ``content-digest`` when ``body`` is non-empty (the digest matching the body)
+    and ``idempotency-key`` on a POST that has one; it has ``created``, ``keyid`` and a
+    non-empty string ``nonce``; ``created`` lies in ``[now - max_age, now + max_future]``;
+    ``expires``, if present, is after ``now``; the ``keyid`` is in ``keys``; ``alg``, if
+    present, is the key's; and the signature verifies. Every candidate is examined, so the
+    caller can claim the nonce of each one that verifies (a request signed twice cannot be
+    replayed with one label dropped). Replay (the nonces) is the caller's to check.
     """
     candidates = parse_signatures(headers)
     if not candidates:
@@ -464,25 +596,29 @@ def verify_request(
     if len(candidates) > MAX_SIGNATURES:
         raise SignatureInvalid(f"more than {MAX_SIGNATURES} signatures")
     fields = _normalise_headers(headers)
-    reasons = []
+    verified, reasons = [], []
     for candidate in candidates:
         try:
-            return _check_request_candidate(
-                candidate,
-                method=method,
-                path=path,
-                query=query,
-                authority=authority,
-                fields=fields,
-                body=body,
-                keys=keys,
-                now=now,
-                max_age=max_age,
-                max_future=max_future,
+            verified.append(
+                _check_request_candidate(
+                    candidate,
+                    method=method,
+                    path=path,
+                    query=query,
+                    authority=authority,
+                    fields=fields,
+                    body=body,
+                    keys=keys,
+                    now=now,
+                    max_age=max_age,
+                    max_future=max_future,
+                )
             )
         except SignatureInvalid as exc:
             reasons.append(f"{candidate.label}: {exc}")
-    raise SignatureInvalid("; ".join(reasons))
+    if not verified:
+        raise SignatureInvalid("; ".join(reasons))
+    return verified
 
 
 def sign_request(
@@ -506,7 +642,8 @@ def sign_request(
 
     Covers ``@method``, ``@path``, ``@query`` (when ``query`` is non-empty) and
     ``content-digest`` (when ``body`` is non-empty, in which case a sha-256
-    ``Content-Digest`` is among the returned headers and replaces any in ``headers``).
+    ``Content-Digest`` is among the returned headers and replaces any in ``headers``) and,
+    on a POST, ``idempotency-key`` when ``headers`` has one.
     ``authority`` is accepted for symmetry with :func:`verify_request` but not covered.
     The returned ``Signature-Input``/``Signature`` replace any the message already had.
     Bad arguments (unknown ``alg``, wrong key type, invalid label) raise ``ValueError`` or
@@ -518,6 +655,8 @@ def sign_request(
         components.append("@query")
     added: dict[str, str] = {}
     fields = _normalise_headers(headers)
+    if method.upper() == "POST" and "idempotency-key" in fields:
+        components.append("idempotency-key")
     if body:
         components.append("content-digest")
         added["Content-Digest"] = fields["content-digest"] = content_digest(body)
@@ -553,24 +692,63 @@ def sign_response(
     key_id: str,
     key: Ed25519PrivateKey,
     created: int,
+    request: RequestBinding | None = None,
     label: str = "exchange",
 ) -> dict[str, str]:
     """Sign a response with the exchange's Ed25519 key; return the headers to add.
 
     Always adds a sha-256 ``Content-Digest`` (even for an empty body, so that a partner's
-    proof pins the body either way) and covers ``@status`` and ``content-digest``.
+    proof pins the body either way) and covers ``@status``, ``content-digest`` and, with
+    ``request``, the request it answers (:meth:`RequestBinding.components`), so that the
+    answer cannot be passed off as the answer to another request.
     """
     components = ["@status", "content-digest"]
+    if request is not None:
+        components += request.components()
     fields = _normalise_headers(headers)
     digest = fields["content-digest"] = content_digest(body)
     params: dict[str, BareItemType] = {"created": created, "keyid": key_id, "alg": "ed25519"}
     base = signature_base(
-        components, _signature_params(components, params), status=status, headers=fields
+        components,
+        _signature_params(components, params),
+        status=status,
+        headers=fields,
+        request=request,
     )
     signature_input, signature = _serialise_signature_headers(
         label, components, params, _sign("ed25519", key, base)
     )
     return {"Content-Digest": digest, "Signature-Input": signature_input, "Signature": signature}
+
+
+def _response_refusal(
+    candidate: SignatureCandidate,
+    *,
+    public_keys: Mapping[str, Ed25519PublicKey | bytes],
+    request: RequestBinding | None,
+    current: int,
+    max_age: int | None,
+    max_future: int,
+) -> str | None:
+    """Why ``candidate`` cannot be the exchange's signature on this answer (before the
+    cryptography), or ``None``."""
+    params = candidate.params
+    created, expires = params.get("created"), params.get("expires")
+    required = ["@status", "content-digest", *(request.components() if request else [])]
+    missing = [name for name in required if name not in candidate.components]
+    if missing:
+        return f"components not covered: {missing}"
+    if candidate.key_id is None or candidate.key_id not in public_keys:
+        return f"unknown keyid {candidate.key_id!r}"
+    if params.get("alg", "ed25519") != "ed25519":
+        return "alg is not ed25519"
+    if expires is not None and (type(expires) is not int or expires <= current):
+        return "expired"
+    if max_age is not None and (
+        type(created) is not int or not current - max_age <= created <= current + max_future
+    ):
+        return "created missing or outside the window"
+    return None
 
 
 def verify_response(
@@ -582,13 +760,16 @@ def verify_response(
     now: int | None = None,
     max_age: int | None = None,
     max_future: int = 30,
+    request: RequestBinding | None = None,
 ) -> str:
     """Verify the exchange's signature on a response; return the ``keyid`` that verified.
 
-    A signature counts if it covers ``@status`` and ``content-digest``, the digest matches
-    ``body``, its ``keyid`` is in ``public_keys`` (Ed25519 public keys, or their raw
-    bytes), ``alg`` if present is ``ed25519``, ``expires`` if present is after ``now``, and
-    it verifies. With ``max_age``, ``created`` is also required within
+    A signature counts if it covers ``@status`` and ``content-digest`` and, with ``request``
+    (the request as it was sent), ``"@method";req``, ``"@path";req``, ``"@query";req`` when
+    there is a query and ``"signature";req`` when it was signed, each equal to what was
+    sent; the digest matches ``body``; its ``keyid`` is in ``public_keys`` (Ed25519 public
+    keys, or their raw bytes); ``alg`` if present is ``ed25519``; ``expires`` if present is
+    after ``now``; and it verifies. With ``max_age``, ``created`` is also required within
     ``[now - max_age, now + max_future]``. ``now`` defaults to the current time.
     """
     candidates = parse_signatures(headers)
@@ -603,32 +784,30 @@ def verify_response(
         raise SignatureInvalid("content-digest missing or does not match the body")
     reasons = []
     for candidate in candidates:
-        params = candidate.params
-        created, expires = params.get("created"), params.get("expires")
-        if "@status" not in candidate.components or "content-digest" not in candidate.components:
-            reasons.append(f"{candidate.label}: @status and content-digest must be covered")
-        elif candidate.key_id is None or candidate.key_id not in public_keys:
-            reasons.append(f"{candidate.label}: unknown keyid {candidate.key_id!r}")
-        elif params.get("alg", "ed25519") != "ed25519":
-            reasons.append(f"{candidate.label}: alg is not ed25519")
-        elif expires is not None and (type(expires) is not int or expires <= current):
-            reasons.append(f"{candidate.label}: expired")
-        elif max_age is not None and (
-            type(created) is not int or not current - max_age <= created <= current + max_future
-        ):
-            reasons.append(f"{candidate.label}: created missing or outside the window")
-        else:
-            try:
-                base = signature_base(
-                    candidate.components,
-                    candidate.params_serialized,
-                    status=status,
-                    headers=fields,
-                )
-            except SignatureInvalid as exc:
-                reasons.append(f"{candidate.label}: {exc}")
-                continue
-            if _verify("ed25519", public_keys[candidate.key_id], base, candidate.signature):
-                return candidate.key_id
-            reasons.append(f"{candidate.label}: signature does not verify")
+        refusal = _response_refusal(
+            candidate,
+            public_keys=public_keys,
+            request=request,
+            current=current,
+            max_age=max_age,
+            max_future=max_future,
+        )
+        if refusal is not None:
+            reasons.append(f"{candidate.label}: {refusal}")
+            continue
+        try:
+            base = signature_base(
+                candidate.components,
+                candidate.params_serialized,
+                status=status,
+                headers=fields,
+                request=request,
+            )
+        except SignatureInvalid as exc:
+            reasons.append(f"{candidate.label}: {exc}")
+            continue
+        assert candidate.key_id is not None  # _response_refusal checked it
+        if _verify("ed25519", public_keys[candidate.key_id], base, candidate.signature):
+            return candidate.key_id
+        reasons.append(f"{candidate.label}: signature does not verify")
     raise SignatureInvalid("; ".join(reasons))

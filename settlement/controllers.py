@@ -5,7 +5,8 @@ address, and the operator's batches (run a day, read it, mark it paid). The serv
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any
+import uuid
+from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, Response, get, post, put
@@ -18,6 +19,7 @@ from exchange.contract.settlement import (
     SettlementBatchOut,
     SettlementBatchSummaryOut,
     StatementSummaryOut,
+    WebhookDeliveryOut,
     WebhookOut,
 )
 from exchange.errors import InvalidInput
@@ -132,6 +134,41 @@ class WebhookController(Controller):
         webhooks: NamedDependency[Webhooks],
     ) -> WebhookOut:
         return await webhooks.set_url(caller.id, data.url)
+
+    @get(
+        "/deliveries",
+        operation_id="listWebhookDeliveries",
+        summary="The caller's webhook events, newest first, with their state and last error",
+        operation_class=SignedOperation,
+        responses=problem_responses(),
+    )
+    async def list_deliveries(
+        self,
+        caller: NamedDependency[PartnerInfo],
+        deliveries: NamedDependency[Webhooks],
+        only: Annotated[
+            Literal["pending", "delivered", "dead"] | None,
+            QueryParameter(name="state", description="Only deliveries in this state."),
+        ] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
+    ) -> list[WebhookDeliveryOut]:
+        return await deliveries.deliveries(caller.id, state=only, limit=limit)
+
+    @post(
+        "/deliveries/{event_id:uuid}/replay",
+        operation_id="replayWebhookDelivery",
+        summary="Send a dead-lettered webhook event again, from its first attempt",
+        operation_class=IdempotentOperation,
+        responses=problem_responses(404, 409),
+        status_code=200,
+    )
+    async def replay_delivery(
+        self,
+        caller: NamedDependency[PartnerInfo],
+        deliveries: NamedDependency[Webhooks],
+        event_id: FromPath[uuid.UUID],
+    ) -> WebhookDeliveryOut:
+        return await deliveries.replay(caller.id, event_id)
 
 
 class SettlementBatchesController(Controller):

@@ -9,6 +9,7 @@ the PUT it serves.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
 from collections.abc import AsyncGenerator
@@ -17,10 +18,12 @@ from typing import Any
 from litestar.di import NamedDependency, Provide
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from exchange.base import utcnow
 from exchange.contract.settlement import (
     SettlementBatchOut,
     SettlementBatchSummaryOut,
     StatementSummaryOut,
+    WebhookDeliveryOut,
     WebhookOut,
 )
 from exchange.db import session_maker
@@ -29,7 +32,8 @@ from exchange.signing import ExchangeKeys
 from settlement import statements, views
 from settlement.payments import mark_paid
 from settlement.runs import settle_day, settle_due
-from settlement.webhooks import set_webhook_url
+from settlement.webhook_addresses import WebhookPolicy
+from settlement.webhooks import list_deliveries, replay_delivery, set_webhook_url
 
 
 class SettlementBatches:
@@ -107,16 +111,26 @@ class Statements:
 
 
 class Webhooks:
-    """A partner's webhook address."""
+    """A partner's webhook address and its deliveries."""
 
-    def __init__(self, session: AsyncSession, *, allow_http: bool) -> None:
+    def __init__(self, session: AsyncSession, *, policy: WebhookPolicy) -> None:
         self.session = session
-        self.allow_http = allow_http
+        self.policy = policy
 
     async def set_url(self, partner_id: uuid.UUID, url: str | None) -> WebhookOut:
         return WebhookOut(
-            url=await set_webhook_url(self.session, partner_id, url, allow_http=self.allow_http)
+            url=await set_webhook_url(self.session, partner_id, url, policy=self.policy)
         )
+
+    async def deliveries(
+        self, partner_id: uuid.UUID, *, state: str | None, limit: int
+    ) -> list[WebhookDeliveryOut]:
+        found = await list_deliveries(self.session, partner_id, state=state, limit=limit)
+        return [WebhookDeliveryOut(**dataclasses.asdict(d)) for d in found]
+
+    async def replay(self, partner_id: uuid.UUID, event_id: uuid.UUID) -> WebhookDeliveryOut:
+        revived = await replay_delivery(self.session, partner_id, event_id, now=utcnow())
+        return WebhookDeliveryOut(**dataclasses.asdict(revived))
 
 
 def provide_batches(db_session: NamedDependency[AsyncSession]) -> SettlementBatches:
@@ -146,8 +160,16 @@ async def provide_webhooks(
     does this for POSTs), and the plugin's after-answer commit only logs a failure, which
     would answer 200 for a change that was never made: a failure here is a 500. A handler
     that raises commits nothing (the exception is thrown in here, at the ``yield``)."""
-    yield Webhooks(db_session, allow_http=settings.webhook_allow_http)
+    yield Webhooks(db_session, policy=WebhookPolicy.of(settings))
     await db_session.commit()
+
+
+def provide_deliveries(
+    db_session: NamedDependency[AsyncSession], settings: NamedDependency[Settings]
+) -> Webhooks:
+    """The webhook service for reading deliveries and for the replay POST (committed, with its
+    recorded answer, by the idempotency layer)."""
+    return Webhooks(db_session, policy=WebhookPolicy.of(settings))
 
 
 DEPENDENCIES = {
@@ -155,5 +177,6 @@ DEPENDENCIES = {
     "runs": Provide(provide_runs, sync_to_thread=False),
     "statement_service": Provide(provide_statements, sync_to_thread=False),
     "webhooks": Provide(provide_webhooks),
+    "deliveries": Provide(provide_deliveries, sync_to_thread=False),
 }
 """Settlement's services, by the name a handler asks for."""

@@ -50,6 +50,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from exchange.errors import StatementNotFound
 from exchange.signing import ExchangeKeys, canonical_json
+from exchange.spreadsheet import safe_row
 from settlement.models import SettlementBatch, SettlementPosition, SettlementStatement
 
 DOCUMENT_TYPE = "settlement-statement/v1"
@@ -313,10 +314,17 @@ async def list_statements(
     ]  # fmt: skip
 
 
+class _SafeWriter(csv.DictWriter):  # type: ignore[type-arg]
+    """A DictWriter whose text cells cannot be run as formulas (names are partners' own)."""
+
+    def writerow(self, rowdict: Mapping[str, Any]) -> Any:
+        return super().writerow(safe_row(rowdict))
+
+
 def statement_csv(document: Mapping[str, Any], keys: ExchangeKeys) -> str:
     """The statement as CSV with its trailing signature line (see the module's note)."""
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\r\n")
+    writer = _SafeWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\r\n")
     writer.writeheader()
     common = {
         "business_date": document["business_date"],

@@ -9,9 +9,14 @@ delivery worker (:func:`deliver_due_webhooks`) then POSTs it to the partner's ``
   the delivery timeout: a lease. The POST happens outside any database transaction; if the
   worker dies mid-way, the lease runs out and another worker sends the event again.
 - At least once. An event counts as delivered on a 2xx answer only; anything else (an error
-  status, a timeout, a refused connection) is retried after ``base * 2**(attempts - 1)``
-  seconds, at most ``webhook_retry_max_seconds``, for as long as it takes. A receiver may see
-  an event more than once and must deduplicate on ``event_id``.
+  status, a redirect, a timeout, a refused connection, an address that is not public) is
+  retried after ``base * 2**(attempts - 1)`` seconds, at most ``webhook_retry_max_seconds``,
+  until ``webhook_max_attempts``: then it is dead-lettered. The partner lists its deliveries
+  with their state and last error (``GET /v1/partners/me/webhook/deliveries``) and replays a
+  dead one. A receiver may see an event more than once and must deduplicate on ``event_id``.
+- Only to public addresses (:mod:`settlement.webhook_addresses`): checked when the URL is
+  registered and again before each attempt, and the POST goes to the address checked, with no
+  redirect followed.
 - Signed. Each request carries an RFC 9421 signature by the exchange's Ed25519 key (``keyid``
   the exchange key id from ``GET /v1/keys``, ``alg`` ed25519, ``created``, a fresh ``nonce``)
   covering ``@method``, ``@path``, ``@query`` when there is one, and ``content-digest``
@@ -32,49 +37,46 @@ import time
 import uuid
 from dataclasses import dataclass
 from typing import Any, cast
-from urllib.parse import urlsplit
 
 import httpx
 from sqlalchemy import Table, and_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from exchange.base import utcnow
-from exchange.errors import InvalidInput, PartnerNotFound
+from exchange.errors import DeliveryNotDead, DeliveryNotFound, PartnerNotFound
 from exchange.outbox import outbox_t
 from exchange.settings import Settings
 from exchange.signing import ExchangeKeys, canonical_json
 from partners.httpsig import sign_request
 from partners.models import Partner
+from settlement.webhook_addresses import (
+    PRODUCTION,
+    AddressRefused,
+    Resolver,
+    WebhookPolicy,
+    checked_target,
+    resolve_host,
+)
 
 EVENT_ID_HEADER = "Exchange-Event-Id"
 EVENT_TYPE_HEADER = "Exchange-Event-Type"
-MAX_URL_LENGTH = 2000
 _ERROR_LENGTH = 500
 
 partner_t = cast(Table, Partner.__table__)
 
 
-def check_webhook_url(url: str, *, allow_http: bool) -> str:
-    """An absolute ``https://`` URL (``http://`` too when allowed), no credentials, no fragment."""
-    if not isinstance(url, str) or not 1 <= len(url) <= MAX_URL_LENGTH or url != url.strip():
-        raise InvalidInput(f"webhook_url must be 1 to {MAX_URL_LENGTH} characters", field="url")
-    parts = urlsplit(url)
-    schemes = ("https", "http") if allow_http else ("https",)
-    if parts.scheme not in schemes:
-        raise InvalidInput(f"webhook_url must use {' or '.join(schemes)}", field="url")
-    if not parts.hostname or parts.username or parts.password or parts.fragment:
-        raise InvalidInput("webhook_url needs a host and no credentials or fragment", field="url")
-    if not url.isprintable() or " " in url:
-        raise InvalidInput("webhook_url must be printable, with no spaces", field="url")
-    return url
-
-
 async def set_webhook_url(
-    session: AsyncSession, partner_id: uuid.UUID, url: str | None, *, allow_http: bool = False
+    session: AsyncSession,
+    partner_id: uuid.UUID,
+    url: str | None,
+    *,
+    policy: WebhookPolicy = PRODUCTION,
+    resolve: Resolver = resolve_host,
 ) -> str | None:
-    """Register (or, with ``None``, remove) where a partner's events are sent."""
+    """Register (or, with ``None``, remove) where a partner's events are sent; the address must
+    pass :func:`settlement.webhook_addresses.checked_target` now (and will at each delivery)."""
     if url is not None:
-        url = check_webhook_url(url, allow_http=allow_http)
+        url = (await checked_target(url, policy, resolve)).url
     result = await session.execute(
         update(partner_t)
         .where(partner_t.c.id == partner_id)
@@ -166,6 +168,7 @@ async def _claim(
                 .join(partner_t, partner_t.c.id == outbox_t.c.partner_id)
                 .where(
                     outbox_t.c.delivered_at.is_(None),
+                    outbox_t.c.dead_at.is_(None),
                     outbox_t.c.next_attempt_at <= now,
                     partner_t.c.webhook_url.is_not(None),
                 )
@@ -190,17 +193,52 @@ async def _claim(
 
 
 async def _send(
-    client: httpx.AsyncClient, event: ClaimedEvent, keys: ExchangeKeys, timeout: float
+    client: httpx.AsyncClient,
+    event: ClaimedEvent,
+    keys: ExchangeKeys,
+    settings: Settings,
+    resolve: Resolver,
 ) -> str | None:
-    """POST one event; ``None`` when the partner acknowledged it, else why not."""
-    body, headers = webhook_request(event, keys)
+    """POST one event to the address its URL resolves to now, if that is allowed; ``None``
+    when the partner acknowledged it, else why not."""
     try:
-        response = await client.post(event.url, content=body, headers=headers, timeout=timeout)
+        target = await checked_target(event.url, WebhookPolicy.of(settings), resolve)
+    except AddressRefused as refused:
+        return f"refused: {refused.detail}"[:_ERROR_LENGTH]
+    body, headers = webhook_request(event, keys)
+    url = httpx.URL(target.url)
+    headers["Host"] = url.netloc.decode("ascii")
+    address = str(target.address)
+    pinned = url.copy_with(host=address)
+    try:
+        response = await client.post(
+            pinned,
+            content=body,
+            headers=headers,
+            timeout=settings.webhook_timeout_seconds,
+            follow_redirects=False,
+            extensions={"sni_hostname": target.host},
+        )
     except httpx.HTTPError as error:
         return f"{type(error).__name__}: {error}"[:_ERROR_LENGTH]
     if 200 <= response.status_code < 300:
         return None
     return f"HTTP {response.status_code}"
+
+
+def _outcome(
+    event: ClaimedEvent, error: str | None, settings: Settings, now: dt.datetime, done: dt.datetime
+) -> tuple[Any, dict[str, Any]]:
+    """The update that records one attempt: delivered, retried later, or dead-lettered."""
+    if error is None:
+        return outbox_t.c.id == event.id, {"delivered_at": done, "last_error": None}
+    # Only while this worker's claim holds: if the lease ran out and another worker claimed
+    # the event since, the attempt count moved on and this failure is stale.
+    condition = and_(outbox_t.c.id == event.id, outbox_t.c.attempts == event.attempts)
+    if event.attempts >= settings.webhook_max_attempts:
+        return condition, {"dead_at": done, "last_error": error}
+    retry = max(done, now) + retry_delay(event.attempts, settings)
+    return condition, {"next_attempt_at": retry, "last_error": error}
 
 
 async def deliver_due_webhooks(
@@ -210,6 +248,7 @@ async def deliver_due_webhooks(
     keys: ExchangeKeys,
     client: httpx.AsyncClient,
     now: dt.datetime | None = None,
+    resolve: Resolver = resolve_host,
 ) -> DeliveryReport:
     """Send one round of due events (at most ``webhook_batch_size``) and record the outcomes."""
     now = now or utcnow()
@@ -217,22 +256,12 @@ async def deliver_due_webhooks(
     if not events:
         return DeliveryReport(0, 0)
     outcomes = await asyncio.gather(
-        *(_send(client, event, keys, settings.webhook_timeout_seconds) for event in events)
+        *(_send(client, event, keys, settings, resolve) for event in events)
     )
     done = utcnow()
     async with session_factory() as session, session.begin():
         for event, error in zip(events, outcomes, strict=True):
-            if error is None:
-                condition = outbox_t.c.id == event.id
-                values: dict[str, Any] = {"delivered_at": done, "last_error": None}
-            else:
-                # Only while this worker's claim holds: if the lease ran out and another worker
-                # claimed the event since, the attempt count moved on and this failure is stale.
-                condition = and_(outbox_t.c.id == event.id, outbox_t.c.attempts == event.attempts)
-                values = {
-                    "next_attempt_at": max(done, now) + retry_delay(event.attempts, settings),
-                    "last_error": error,
-                }
+            condition, values = _outcome(event, error, settings, now, done)
             await session.execute(
                 update(outbox_t)
                 .where(condition, outbox_t.c.delivered_at.is_(None))
@@ -240,3 +269,81 @@ async def deliver_due_webhooks(
             )
     failed = sum(1 for error in outcomes if error is not None)
     return DeliveryReport(len(events) - failed, failed)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One event for a partner's webhook, as the partner sees it."""
+
+    event_id: uuid.UUID
+    event_type: str
+    created_at: dt.datetime
+    state: str  # "pending", "delivered" or "dead"
+    attempts: int
+    next_attempt_at: dt.datetime | None
+    delivered_at: dt.datetime | None
+    dead_at: dt.datetime | None
+    last_error: str | None
+
+
+_DELIVERY_COLUMNS = (
+    outbox_t.c.id,
+    outbox_t.c.event_type,
+    outbox_t.c.created_at,
+    outbox_t.c.attempts,
+    outbox_t.c.next_attempt_at,
+    outbox_t.c.delivered_at,
+    outbox_t.c.dead_at,
+    outbox_t.c.last_error,
+)
+
+
+def _delivery(row: Any) -> Delivery:
+    state = "delivered" if row.delivered_at else "dead" if row.dead_at else "pending"
+    return Delivery(
+        row.id, row.event_type, row.created_at, state, row.attempts,
+        row.next_attempt_at if state == "pending" else None,
+        row.delivered_at, row.dead_at, row.last_error,
+    )  # fmt: skip
+
+
+async def list_deliveries(
+    session: AsyncSession, partner_id: uuid.UUID, *, state: str | None = None, limit: int = 50
+) -> list[Delivery]:
+    """The partner's events, newest first, with their state and last error."""
+    query = select(*_DELIVERY_COLUMNS).where(outbox_t.c.partner_id == partner_id)
+    if state == "dead":
+        query = query.where(outbox_t.c.dead_at.is_not(None))
+    elif state == "delivered":
+        query = query.where(outbox_t.c.delivered_at.is_not(None))
+    elif state == "pending":
+        query = query.where(outbox_t.c.delivered_at.is_(None), outbox_t.c.dead_at.is_(None))
+    query = query.order_by(outbox_t.c.id.desc()).limit(max(1, min(limit, 500)))
+    return [_delivery(row) for row in await session.execute(query)]
+
+
+async def replay_delivery(
+    session: AsyncSession, partner_id: uuid.UUID, event_id: uuid.UUID, *, now: dt.datetime
+) -> Delivery:
+    """Send a dead-lettered event again, from its first attempt (its last error is kept until
+    the next attempt). Another partner's event is not found; one not dead is a conflict."""
+    found = (
+        await session.execute(
+            select(*_DELIVERY_COLUMNS).where(
+                outbox_t.c.id == event_id, outbox_t.c.partner_id == partner_id
+            )
+        )
+    ).first()
+    if found is None:
+        raise DeliveryNotFound(f"no webhook delivery {event_id}")
+    revived = (
+        await session.execute(
+            update(outbox_t)
+            .where(outbox_t.c.id == event_id, outbox_t.c.dead_at.is_not(None))
+            .values(dead_at=None, attempts=0, next_attempt_at=now)
+            .returning(*_DELIVERY_COLUMNS)
+        )
+    ).first()
+    if revived is None:
+        raise DeliveryNotDead(f"webhook delivery {event_id} is {_delivery(found).state}")
+    return _delivery(revived)

@@ -95,3 +95,20 @@ class StatementSummaryOut(msgspec.Struct):
 class WebhookOut(msgspec.Struct):
     url: str | None
     """Where events are POSTed; null when none is registered."""
+
+
+class WebhookDeliveryOut(msgspec.Struct):
+    """One event for the caller's webhook and how its delivery stands."""
+
+    event_id: uuid.UUID
+    event_type: str
+    created_at: dt.datetime
+    state: str
+    """``pending`` (being tried), ``delivered`` (acknowledged with a 2xx) or ``dead`` (gave up
+    after ``EXCHANGE_WEBHOOK_MAX_ATTEMPTS`` attempts; replay it once the receiver is fixed)."""
+    attempts: int
+    next_attempt_at: dt.datetime | None
+    delivered_at: dt.datetime | None
+    dead_at: dt.datetime | None
+    last_error: str | None
+    """Why the last attempt failed: an HTTP status, a network error, a refused address."""

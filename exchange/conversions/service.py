@@ -32,9 +32,10 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from exchange.conversions.arithmetic import ConversionMoney, conversion_money
-from exchange.errors import InvalidInput
+from exchange.errors import InsufficientPoints, InvalidInput
 from exchange.ledger.engine import Leg, PostedTransaction, TransactionSpec, post_transaction
 from exchange.ledger.parties import PartnerInfo
+from exchange.ledger.reads import member_balance
 from exchange.ledger.validation import check_points
 from exchange.outbox import enqueue_event
 from exchange.pricing.accounts import operator, settlement_accounts
@@ -42,7 +43,8 @@ from exchange.pricing.quotes import (
     ConversionParties,
     ConversionPrice,
     claim_quote,
-    conversion_parties,
+    conversion_ends,
+    destination_member,
     find_quote,
     price_conversion,
     quoted_price,
@@ -118,13 +120,20 @@ async def _request(
 async def _price(
     session: AsyncSession,
     caller: PartnerInfo,
-    parties: ConversionParties,
+    destination: PartnerInfo,
     request: _Request,
     now: dt.datetime,
 ) -> ConversionPrice:
     if request.quote is None:
-        return await price_conversion(session, caller, parties.destination, request.points, now)
+        return await price_conversion(session, caller, destination, request.points, now)
     return await quoted_price(session, request.quote)
+
+
+async def _can_pay(session: AsyncSession, caller: PartnerInfo, request: _Request) -> None:
+    """The member has the points available (the engine checks again, under its lock)."""
+    balance = await member_balance(session, caller, request.member_ref)
+    if balance.available < request.points:
+        raise InsufficientPoints(request.member_ref, balance.available, request.points)
 
 
 async def _legs(
@@ -294,10 +303,15 @@ async def prepare_conversion(
         "points": points,
     }
     request = await _request(session, caller, fields, quote_id, now)
-    parties = await conversion_parties(
+    ends = await conversion_ends(
         session, caller, request.member_ref, request.to_partner, request.to_member_ref
     )
-    price = await _price(session, caller, parties, request, now)
+    price = await _price(session, caller, ends.destination, request, now)
+    # Whether the other brand enrolled the member is asked last, once the conversion would
+    # otherwise go through: an answer costs a funded member of the caller's own (README,
+    # "Members of other brands").
+    await _can_pay(session, caller, request)
+    parties = await destination_member(session, caller, ends, request.to_member_ref)
     legs = await _legs(session, caller, parties, price)
     return PreparedConversion(
         caller, request, parties, price, legs, quote_id, reference, idempotency_key

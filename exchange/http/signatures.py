@@ -5,7 +5,10 @@ the handler reads the same bytes again), parses the signatures, loads the candid
 are not revoked (with their partner, in one query), verifies with :func:`verify_request` and
 records the nonce. Key lookup and nonce run in one short transaction of their own, committed
 before the handler starts: a replay is refused even when the first request later fails, and on
-SQLite the request's own transaction (``BEGIN IMMEDIATE``) cannot wait on it.
+SQLite the request's own transaction (``BEGIN IMMEDIATE``) cannot wait on it. Every signature
+of a request is checked, and the nonce of each one that verifies is claimed: a request carrying
+two signatures (old and new key, during a rotation) is not accepted again with one of them
+dropped. A request with several Host fields is a 400: ``@authority`` would be ambiguous.
 
 Every refusal is the same 401 problem, byte for byte, whatever the cause; the cause goes to the
 log at info level. On success the caller's :class:`PartnerInfo` is ``scope["user"]`` (what
@@ -34,7 +37,7 @@ from sqlalchemy import bindparam, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from exchange.errors import DomainError
+from exchange.errors import BadRequest, DomainError
 from exchange.grouping import Grouper
 from exchange.http.problems import from_domain_error, send_problem
 from exchange.ledger.parties import PartnerInfo
@@ -43,7 +46,7 @@ from partners.httpsig import (
     SignatureInvalid,
     VerifyKey,
     parse_signatures,
-    verify_request,
+    verify_request_signatures,
 )
 from partners.models import Partner, PartnerKey, SignatureNonce
 from partners.service import decrypt_secret
@@ -55,6 +58,9 @@ MAX_FUTURE_SECONDS = 30
 NONCE_MARGIN_SECONDS = 30
 """Nonces are kept this long past the window, against clock steps between replicas."""
 MAX_NONCE_LENGTH = 200
+
+_Claim = tuple[str, str, int]
+"""A signature's (key id, nonce, created)."""
 
 log = structlog.get_logger()
 
@@ -81,7 +87,7 @@ class RequestSignatureMiddleware(ASGIMiddleware):
         self.key_lookups: Grouper[tuple[frozenset[str], bytes], _FoundKeys] = Grouper(
             self._look_up_keys
         )
-        self.nonce_claims: Grouper[tuple[str, str, int], bool] = Grouper(self._claim_nonces)
+        self.nonce_claims: Grouper[tuple[_Claim, ...], bool] = Grouper(self._claim_nonces)
 
     async def _look_up_keys(
         self, wanted: Sequence[tuple[frozenset[str], bytes]]
@@ -94,11 +100,14 @@ class RequestSignatureMiddleware(ASGIMiddleware):
             )
         return [found.among(key_ids) for key_ids, _ in wanted]
 
-    async def _claim_nonces(self, claims: Sequence[tuple[str, str, int]]) -> list[bool]:
-        """Claim every waiting request's nonce in one statement and one commit (see
-        :func:`_claim_nonces`)."""
+    async def _claim_nonces(self, requests: Sequence[tuple[_Claim, ...]]) -> list[bool]:
+        """Claim the nonces of every waiting request, every verifying signature's, in one
+        statement and one commit (see :func:`_claim_nonces`); a request passes only if each of
+        its nonces was fresh."""
+        claims = [claim for request in requests for claim in request]
         async with self.engine.begin() as conn:
-            return await _claim_nonces(conn, claims, int(time.time()))
+            fresh = iter(await _claim_nonces(conn, claims, int(time.time())))
+        return [all([next(fresh) for _ in request]) for request in requests]
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Self:
         # Litestar deep-copies a router when it is registered; the database handle is shared.
@@ -106,6 +115,11 @@ class RequestSignatureMiddleware(ASGIMiddleware):
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         http = cast("HTTPScope", scope)
+        if sum(1 for name, _ in http["headers"] if name.lower() == b"host") > 1:
+            # Which one would @authority be? Refused rather than guessed.
+            problem = from_domain_error(BadRequest("the request has several Host fields"))
+            await send_problem(scope, receive, send, problem)
+            return
         body = await Request[Any, Any, Any](scope, receive).body()
         try:
             caller, key_id = await self.authenticate(http, body)
@@ -134,8 +148,7 @@ class RequestSignatureMiddleware(ASGIMiddleware):
         if not key_ids:
             raise SignatureInvalid("no keyid")
         found = await self.key_lookups.submit((key_ids, scope["app"].state.master_key))
-        now = int(time.time())
-        verified = verify_request(
+        verified = verify_request_signatures(
             method=scope["method"],
             path=raw_path(scope),
             query=scope["query_string"].decode("latin-1"),
@@ -143,15 +156,22 @@ class RequestSignatureMiddleware(ASGIMiddleware):
             headers=headers,
             body=body,
             keys=found.keys,
-            now=now,
+            now=int(time.time()),
             max_age=MAX_AGE_SECONDS,
             max_future=MAX_FUTURE_SECONDS,
         )
-        if len(verified.nonce) > MAX_NONCE_LENGTH:
+        if any(len(signature.nonce) > MAX_NONCE_LENGTH for signature in verified):
             raise SignatureInvalid(f"nonce longer than {MAX_NONCE_LENGTH} characters")
-        if not await self.nonce_claims.submit((verified.key_id, verified.nonce, verified.created)):
-            raise SignatureInvalid(f"nonce {verified.nonce!r} already used with this key")
-        return found.partners[verified.key_id], verified.key_id
+        # Every signature that verifies spends its nonce: a request signed with two keys (as
+        # during a rotation) cannot be sent again with one of its labels dropped, reordered or
+        # joined by a captured one.
+        claims = tuple((v.key_id, v.nonce, v.created) for v in verified)
+        if not await self.nonce_claims.submit(claims):
+            raise SignatureInvalid("a nonce was already used with its key")
+        first = verified[0]
+        if len({found.partners[v.key_id].id for v in verified}) > 1:
+            raise SignatureInvalid("signatures by keys of different partners")
+        return found.partners[first.key_id], first.key_id
 
 
 def raw_path(scope: HTTPScope) -> str:

@@ -12,6 +12,7 @@ else.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,7 +26,7 @@ from litestar.types import ControllerRouterHandler
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from exchange.contract.types import MAX_POINTS
-from exchange.errors import InvalidAmount
+from exchange.errors import BadRequest, InvalidAmount
 from exchange.http.group_commit import GroupCommit
 from exchange.http.idempotency import IdempotencyMiddleware
 from exchange.http.signatures import RequestSignatureMiddleware
@@ -76,12 +77,15 @@ def provide_master_key(state: State) -> bytes:
 async def decode_strictly(request: Request[PartnerInfo, str, State]) -> None:
     """Refuse a body that a strict decoder refuses, before Litestar's own lenient conversion
     (which would take ``1.0``, ``1e3`` or ``"10"`` for an integer) hands it to the handler.
-    Whatever is wrong with ``points`` is an ``invalid-amount``."""
-    data_field = request.route_handler.parsed_data_field
-    if data_field is None:
-        return
+    Whatever is wrong with ``points`` is an ``invalid-amount``. A body with a repeated object
+    key is a 400 on every route, whether it takes a body or not: decoders disagree on which
+    of ``{"points": 1, "points": 1000000}`` counts (ours would take the last)."""
     body = await request.body()
     if not body:
+        return
+    _refuse_duplicate_keys(body)
+    data_field = request.route_handler.parsed_data_field
+    if data_field is None:
         return
     try:
         msgspec.json.decode(body, type=data_field.annotation, strict=True)
@@ -89,6 +93,30 @@ async def decode_strictly(request: Request[PartnerInfo, str, State]) -> None:
         raise _refusal(str(exc)) from None
     except msgspec.DecodeError:
         raise ClientException("the body is not valid JSON") from None
+
+
+def _refuse_duplicate_keys(body: bytes) -> None:
+    try:
+        json.loads(body, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as exc:
+        raise BadRequest(f"the body repeats the key {exc.args[0]!r} in an object") from None
+    except (ValueError, RecursionError):
+        raise ClientException("the body is not valid JSON") from None
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return document
 
 
 def _refusal(message: str) -> Exception:

@@ -18,7 +18,7 @@ from sqlalchemy import Table, and_, bindparam, join, outerjoin, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from exchange.base import utcnow
-from exchange.errors import HoldNotFound, InvalidInput, TransactionNotFound
+from exchange.errors import HoldNotFound, InvalidCursor, InvalidInput, TransactionNotFound
 from exchange.ledger.expiry import active_held
 from exchange.ledger.holds import HoldView
 from exchange.ledger.members import brand_currency, get_member
@@ -97,14 +97,24 @@ def encode_cursor(seq: int) -> str:
     return base64.urlsafe_b64encode(json.dumps({"seq": seq}).encode()).decode().rstrip("=")
 
 
+MAX_SEQ = 2**63 - 1
+MAX_CURSOR_LENGTH = 64
+"""Far more than a cursor of ours takes (a base64 ``{"seq": n}`` with n below 2^63)."""
+
+
 def decode_cursor(cursor: str) -> int:
+    """The position a cursor of ours holds; anything else, a huge number included, is an
+    :class:`InvalidCursor` (400) before it reaches the database."""
+    refusal = InvalidCursor("cursor is not one this service gave", field="cursor")
+    if len(cursor) > MAX_CURSOR_LENGTH:
+        raise refusal
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         seq = json.loads(base64.urlsafe_b64decode(padded.encode()))["seq"]
     except (ValueError, KeyError, TypeError) as exc:
-        raise InvalidInput("cursor is not one this service gave", field="cursor") from exc
-    if type(seq) is not int or seq < 1:
-        raise InvalidInput("cursor is not one this service gave", field="cursor")
+        raise refusal from exc
+    if type(seq) is not int or not 1 <= seq <= MAX_SEQ:
+        raise refusal
     return seq
 
 

@@ -1,10 +1,12 @@
 """Pricing a conversion, and quotes that hold a price for a short time.
 
-:func:`conversion_parties` and :func:`price_conversion` are what both a quote and a conversion
-(:mod:`exchange.conversions.service`) do first: find the members and brands on both sides, then
-the rate version and point values in force and the amounts they give
-(:mod:`exchange.conversions.arithmetic`). A quote records that price; a conversion that spends it
-takes the quote's rate version and values instead of those in force.
+:func:`conversion_ends` and :func:`price_conversion` are what both a quote and a conversion
+(:mod:`exchange.conversions.service`) do first: find the caller's member and the destination
+brand, then the rate version and point values in force and the amounts they give
+(:mod:`exchange.conversions.arithmetic`). Only a conversion, and only once it would otherwise
+go through, looks up the destination brand's member (:func:`destination_member`). A quote
+records that price; a conversion that spends it takes the quote's rate version and values
+instead of those in force.
 
 A quote is claimed (:func:`claim_quote`) by the conversion that spends it, exactly once, before
 the engine takes any account lock: a transaction holds at most one quote and takes it before any
@@ -20,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
+import structlog
 from sqlalchemy import Table, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -64,8 +67,19 @@ QUOTE_TTL_SECONDS = 120
 """How long a quote holds its rate and values unless the caller asks for less (or more)."""
 MAX_QUOTE_TTL_SECONDS = 900
 
+log = structlog.get_logger()
 partner_t = cast(Table, Partner.__table__)
 quote_t = cast(Table, Quote.__table__)
+
+
+@dataclass(frozen=True)
+class ConversionEnds:
+    """What a quote needs: the caller's member and the destination brand. Not the destination
+    member: whether another brand enrolled a member is that brand's to know, and only a
+    conversion, which must credit someone, finds out (:func:`destination_member`)."""
+
+    destination: PartnerInfo
+    source_member: MemberAccount
 
 
 @dataclass(frozen=True)
@@ -75,24 +89,38 @@ class ConversionParties:
     destination_member: MemberAccount
 
 
-async def conversion_parties(
+async def conversion_ends(
     session: AsyncSession,
     caller: PartnerInfo,
     member_ref: str,
     to_partner: str,
     to_member_ref: str,
-) -> ConversionParties:
-    """The source member, the destination brand and its member, or the refusal that fits."""
+) -> ConversionEnds:
+    """The source member and the destination brand, or the refusal that fits."""
     source_member = await ledger.get_member(session, caller, member_ref)
     check_member_ref(to_member_ref, "to_member_ref")
     destination = await brand_by_currency(session, to_partner)
     if destination.id == caller.id:
         raise SameBrand(f"{to_partner} points cannot be converted into {to_partner} points")
+    return ConversionEnds(destination, source_member)
+
+
+async def destination_member(
+    session: AsyncSession, caller: PartnerInfo, ends: ConversionEnds, to_member_ref: str
+) -> ConversionParties:
+    """The destination brand's member, for a conversion that is otherwise good to post; else
+    ``MemberNotEnrolled``, logged with the caller (a brand that collects these refusals is
+    probing another brand's members)."""
     try:
-        destination_member = await ledger.get_member(session, destination, to_member_ref)
+        member = await ledger.get_member(session, ends.destination, to_member_ref)
     except MemberNotFound as exc:
-        raise MemberNotEnrolled(to_member_ref, to_partner) from exc
-    return ConversionParties(destination, source_member, destination_member)
+        log.warning(
+            "conversion to a member the destination has not enrolled",
+            caller=str(caller.id),
+            destination=ends.destination.currency,
+        )
+        raise MemberNotEnrolled(to_member_ref, ends.destination.currency or "") from exc
+    return ConversionParties(ends.destination, ends.source_member, member)
 
 
 @dataclass(frozen=True)
@@ -184,11 +212,12 @@ async def create_quote(
 ) -> QuoteView:
     """Price a conversion now and hold the rate version and both point values (and so the
     amounts) for ``ttl_seconds``. Refuses whatever the conversion itself would refuse on price
-    or parties; it reserves no points."""
+    or on the caller's side; it reserves no points, and it does not look at the destination
+    brand's members (a quote is no oracle of who another brand enrolled)."""
     check_points(points)
     whole_number(ttl_seconds, "ttl_seconds", 1, MAX_QUOTE_TTL_SECONDS)
     now = moment_of(at)
-    parties = await conversion_parties(session, caller, member_ref, to_partner, to_member_ref)
+    parties = await conversion_ends(session, caller, member_ref, to_partner, to_member_ref)
     price = await price_conversion(session, caller, parties.destination, points, now)
     money = conversion_money(
         price.amounts, price.source_value_micros, price.destination_value_micros

@@ -41,7 +41,7 @@ from exchange.ledger.models import LedgerTransaction, Posting
 from exchange.ledger.parties import PartnerInfo
 from exchange.settings import Settings
 from exchange.signing import ExchangeKeys, load_exchange_keys, load_master_key
-from partners.httpsig import sign_request, signature_base, verify_response
+from partners.httpsig import RequestBinding, sign_request, signature_base, verify_response
 from partners.service import add_key
 from tests.conftest import make_partner
 from tests.integration.settlement_support import Cast, make_cast
@@ -200,6 +200,7 @@ class SignedApi:
             body=response.content,
             public_keys=self.exchange_keys,
             max_age=60,
+            request=answered(response.request),
         )
 
     async def ledger_size(self) -> tuple[int, int]:
@@ -208,6 +209,13 @@ class SignedApi:
             transactions = await session.scalar(select(func.count()).select_from(LedgerTransaction))
             postings = await session.scalar(select(func.count()).select_from(Posting))
         return int(transactions or 0), int(postings or 0)
+
+
+def answered(request: httpx.Request) -> RequestBinding:
+    """The request an answer is for, as the exchange's answer signature binds it."""
+    return RequestBinding.sent(
+        request.method, request.url.raw_path.decode("ascii"), request.headers.get("signature")
+    )
 
 
 @dataclass(frozen=True)

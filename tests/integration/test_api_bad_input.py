@@ -110,8 +110,8 @@ async def test_bad_query_values_are_invalid_request(api: SignedApi, funded: Part
         assert answer.status_code == 422, query
         assert answer.json()["type"] == PROBLEMS + "invalid-request"
     answer = await api.get("/v1/members/alice/transactions", as_=funded.sky, query="cursor=zzz")
-    assert answer.status_code == 422
-    assert answer.json()["type"] == PROBLEMS + "invalid-input"
+    assert answer.status_code == 400
+    assert answer.json()["type"] == PROBLEMS + "invalid-cursor"
 
 
 async def test_unknown_routes_and_methods_are_problems(api: SignedApi, funded: Partners) -> None:

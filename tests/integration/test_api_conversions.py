@@ -298,7 +298,6 @@ async def test_refusals_post_nothing(
             "unknown-currency",
         ),
         ("same brand", sky, _convert(1_000, to_partner="SKY"), 422, "same-brand"),
-        ("not enrolled there", sky, _convert(1_000, "carol"), 422, "member-not-enrolled"),
         ("bob is Sky's", htl, {**_convert(1_000), "member_ref": "bob", "to_partner": "SKY"}, 404,
          "member-not-found"),
         ("under min_points", sky, _convert(499), 422, "below-minimum"),
@@ -312,6 +311,7 @@ async def test_refusals_post_nothing(
     ]  # fmt: skip
     if path == "/v1/conversions":
         cases += [
+            ("not enrolled there", sky, _convert(1_000, "carol"), 422, "member-not-enrolled"),
             ("more than she has", sky, _convert(20_001), 422, "insufficient-points"),
             ("unknown quote", sky, {"quote_id": str(uuid.uuid4())}, 404, "quote-not-found"),
             ("nothing given", sky, {"member_ref": "alice"}, 422, "invalid-input"),
@@ -398,3 +398,34 @@ async def test_a_conversion_refused_in_its_group_gives_its_quote_back(
     again = await api.post("/v1/conversions", {"quote_id": quote_id}, as_=sky)
     assert again.status_code == 409
     assert problem_type(again) == "quote-used"
+
+
+async def test_another_brands_members_cannot_be_probed(
+    api: SignedApi, partners: Partners, priced: dict[str, Any]
+) -> None:
+    """Issue 15, finding 5 (README, "Members of other brands"). A quote never looks at the
+    destination brand's members: Hotel Co's member ``alice`` and a ref it never enrolled get the
+    same 201 quote. Only a conversion that would otherwise go through learns whether the member
+    is enrolled: one beyond what the caller's member has is ``insufficient-points`` for either
+    ref; and nothing is posted by any refusal."""
+    sky = partners.sky
+    quoted = {}
+    for ref in ("alice", "nobody-at-htl"):
+        answer = await api.post("/v1/quotes", _convert(1_000, ref), as_=sky)
+        assert answer.status_code == 201, answer.text
+        quoted[ref] = {k: v for k, v in answer.json().items() if k not in VARYING}
+    assert quoted["alice"] == {**quoted["nobody-at-htl"], "to_member_ref": "alice"}
+    before = await api.ledger_size()
+    for ref in ("alice", "nobody-at-htl"):
+        answer = await api.post("/v1/conversions", _convert(20_001, ref), as_=sky)
+        assert (answer.status_code, problem_type(answer)) == (422, "insufficient-points"), ref
+    poor = await api.post(
+        "/v1/conversions", {**_convert(1_001, "nobody-at-htl"), "member_ref": "bob"}, as_=sky
+    )
+    assert (poor.status_code, problem_type(poor)) == (422, "insufficient-points")
+    answer = await api.post("/v1/conversions", _convert(1_000, "nobody-at-htl"), as_=sky)
+    assert (answer.status_code, problem_type(answer)) == (422, "member-not-enrolled")
+    assert await api.ledger_size() == before
+
+
+VARYING = {"quote_id", "expires_at", "created_at"}

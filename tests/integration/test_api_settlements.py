@@ -210,10 +210,10 @@ async def test_a_partner_registers_its_webhook(api: SignedApi, partners: Partner
         "PUT",
         "/v1/partners/me/webhook",
         as_=partners.htl,
-        json_body={"url": "https://hotel.example/hooks"},
+        json_body={"url": "https://93.184.215.14/hooks"},
     )
     assert answer.status_code == 200, answer.text
-    assert answer.json() == {"url": "https://hotel.example/hooks"}
+    assert answer.json() == {"url": "https://93.184.215.14/hooks"}
     refused = await api.request(
         "PUT", "/v1/partners/me/webhook", as_=partners.htl, json_body={"url": "ftp://hotel.example"}
     )
@@ -268,7 +268,7 @@ async def test_a_webhook_change_that_fails_to_commit_is_not_a_200(
         "PUT",
         "/v1/partners/me/webhook",
         as_=partners.htl,
-        json_body={"url": "https://hotel.example/hooks"},
+        json_body={"url": "https://93.184.215.14/hooks"},
     )
     monkeypatch.undo()
     assert answer.status_code == 500, answer.text

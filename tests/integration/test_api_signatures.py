@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 
@@ -34,12 +35,20 @@ def _custom(
     params: dict[str, object],
     *,
     credentials: Callable[[Partners], Credentials] = lambda p: p.sky,
+    cover_idempotency_key: bool = True,
 ) -> Attempt:
-    """An issuance signed with exactly these components and parameters."""
+    """An issuance signed with exactly these components (and ``idempotency-key``, unless told
+    not to) and parameters."""
+    if cover_idempotency_key:
+        components = [*components, "idempotency-key"]
 
     async def attempt(api: SignedApi, partners: Partners) -> httpx.Response:
         signer = credentials(partners)
-        headers = {"Content-Type": "application/json", "Content-Digest": content_digest(ISSUE_BODY)}
+        headers = {
+            "Content-Type": "application/json",
+            "Content-Digest": content_digest(ISSUE_BODY),
+            "Idempotency-Key": secrets.token_hex(8),
+        }
         given = {"keyid": signer.key_id, "created": int(time.time()), **params}
         headers.update(
             custom_signature(
@@ -160,6 +169,9 @@ ATTEMPTS: dict[str, Attempt] = {
     "content-digest not covered": _custom(["@method", "@path"], {"nonce": "n4"}),
     "@method not covered": _custom(["@path", "content-digest"], {"nonce": "n5"}),
     "@path not covered": _custom(["@method", "content-digest"], {"nonce": "n6"}),
+    "idempotency-key not covered": _custom(
+        ["@method", "@path", "content-digest"], {"nonce": "n7"}, cover_idempotency_key=False
+    ),
     "signed for another path": _other_path,
     "signed for another method": _other_method,
     "nonce too long": _signed(nonce="n" * 201),

@@ -49,7 +49,7 @@ from partners.client import (
 )
 from partners.httpsig import parse_signatures, sign_response, verify_response
 from tests.conftest import make_partner
-from tests.integration.conftest import register_key
+from tests.integration.conftest import answered, register_key
 from tests.integration.live_server import LiveServer, live_server
 
 __all__ = ["live_server"]  # the fixture, imported for pytest
@@ -293,6 +293,7 @@ def assert_all_signed(server: LiveServer, wire: Wire, key: Key) -> None:
                 body=response.content,
                 public_keys=server.exchange_keys,
                 max_age=60,
+                request=answered(response.request),
             )
             in server.exchange_keys
         )

@@ -492,7 +492,6 @@ async def test_a_refused_conversion_leaves_its_quote_unspent(
 @pytest.mark.parametrize(
     ("case", "error"),
     [
-        ("destination not enrolled", MemberNotEnrolled),
         ("below the rate's minimum", BelowMinimum),
         ("no rate in force", RateNotFound),
     ],
@@ -502,9 +501,6 @@ async def test_a_quote_refuses_what_the_conversion_would(
 ) -> None:
     sky = world["sky"]
     attempts: dict[str, Callable[[AsyncSession], Awaitable[Any]]] = {
-        "destination not enrolled": lambda s: quotes.create_quote(
-            s, sky, "alice", "HTL", "carol", 1_000
-        ),
         "below the rate's minimum": lambda s: quotes.create_quote(
             s, sky, "alice", "HTL", "alice", 1
         ),

@@ -69,6 +69,8 @@ def package_sign(
     )
     if components is None:
         components = ["@method", "@path", *(["@query"] if request.url.query else [])]
+        if request.method == "POST" and "idempotency-key" in request.headers:
+            components.append("idempotency-key")
     signer.sign(
         request,
         key_id=key_id,
@@ -133,7 +135,9 @@ async def test_requests_signed_by_the_package_are_accepted(
     )
     assert enrolled.status_code == 201, enrolled.text
     [request_signature] = enrolled.request.headers["signature-input"].split(", ")
-    assert request_signature.startswith('partner=("@method" "@path" "content-digest");created=')
+    assert request_signature.startswith(
+        'partner=("@method" "@path" "idempotency-key" "content-digest");created='
+    )
     assert f';keyid="{ed.key_id}";alg="ed25519";nonce="' in request_signature
 
     issued = send(

@@ -30,12 +30,22 @@ from exchange.settings import Settings
 from exchange.signing import ExchangeKeys
 from partners.httpsig import SignatureInvalid, VerifyKey, verify_request
 from settlement.runs import settle_day
+from settlement.webhook_addresses import WebhookPolicy
 from settlement.webhooks import EVENT_ID_HEADER, deliver_due_webhooks, set_webhook_url
 from tests.conftest import make_partner
 from tests.integration.settlement_support import SteppedCalendar, convert
 
+DEVELOPMENT = WebhookPolicy(allow_http=True, allow_private_addresses=True, ports=frozenset())
+"""What a development set-up allows: the receivers here are http on 127.0.0.1, any port."""
 FAILURES = 2
 """How many attempts at each event the receiver answers with a 500."""
+
+
+def development(settings: Settings) -> Settings:
+    """Settings under which deliveries may go to http://127.0.0.1 on any port."""
+    return replace(
+        settings, webhook_allow_http=True, webhook_allow_private_addresses=True, webhook_ports=()
+    )
 
 
 @dataclass
@@ -112,11 +122,13 @@ async def test_every_event_arrives_signed_despite_failures(
     htl: PartnerInfo,
 ) -> None:
     state, base = receiver
-    settings = replace(settings, webhook_retry_base_seconds=1, webhook_retry_max_seconds=4)
+    settings = replace(
+        development(settings), webhook_retry_base_seconds=1, webhook_retry_max_seconds=4
+    )
     operator = await make_partner(sessions, settings, "operator", "Operator")
     async with sessions() as session, session.begin():
-        await set_webhook_url(session, sky.id, f"{base}/hooks/sky", allow_http=True)
-        await set_webhook_url(session, htl.id, f"{base}/hooks/htl?tenant=7", allow_http=True)
+        await set_webhook_url(session, sky.id, f"{base}/hooks/sky", policy=DEVELOPMENT)
+        await set_webhook_url(session, htl.id, f"{base}/hooks/htl?tenant=7", policy=DEVELOPMENT)
 
     await convert(sessions, sky, htl, operator, 59_400_000, 1_200_000)
     async with sessions() as session, session.begin():
@@ -180,7 +192,7 @@ async def test_every_event_arrives_signed_despite_failures(
 
     # Once the operator registers a URL, its event goes out too.
     async with sessions() as session, session.begin():
-        await set_webhook_url(session, operator.id, f"{base}/hooks/op", allow_http=True)
+        await set_webhook_url(session, operator.id, f"{base}/hooks/op", policy=DEVELOPMENT)
     async with httpx.AsyncClient() as client:
         for _ in range(FAILURES + 1):
             await deliver_due_webhooks(
@@ -196,10 +208,12 @@ async def test_an_unreachable_partner_is_retried_with_backoff(
     keys: ExchangeKeys,
     sky: PartnerInfo,
 ) -> None:
-    settings = replace(settings, webhook_retry_base_seconds=10, webhook_retry_max_seconds=25)
+    settings = replace(
+        development(settings), webhook_retry_base_seconds=10, webhook_retry_max_seconds=25
+    )
     async with sessions() as session, session.begin():
         # A port nothing listens on: connection refused.
-        await set_webhook_url(session, sky.id, "http://127.0.0.1:9/hooks", allow_http=True)
+        await set_webhook_url(session, sky.id, "http://127.0.0.1:9/hooks", policy=DEVELOPMENT)
         event = await enqueue_event(session, sky.id, "conversion.credited", {"points": 1})
     clock = utcnow()
     waits = []
@@ -223,13 +237,18 @@ async def test_an_unreachable_partner_is_retried_with_backoff(
     assert waits == [10, 20, 25, 25]
 
 
+async def public(host: str, port: int) -> list[str]:
+    """A resolver under which every name is a public address (sky.example resolves nowhere)."""
+    return ["93.184.215.14"]
+
+
 async def test_webhook_urls_are_checked(
     sessions: async_sessionmaker[AsyncSession], sky: PartnerInfo
 ) -> None:
     async with sessions() as session, session.begin():
-        assert await set_webhook_url(session, sky.id, "https://sky.example/hooks") == (
-            "https://sky.example/hooks"
-        )
+        assert await set_webhook_url(
+            session, sky.id, "https://sky.example/hooks", resolve=public
+        ) == ("https://sky.example/hooks")
         for bad in [
             "http://sky.example/hooks",
             "ftp://sky.example/",
@@ -240,9 +259,9 @@ async def test_webhook_urls_are_checked(
             "https://sky.example/" + "x" * 2000,
         ]:
             with pytest.raises(InvalidInput):
-                await set_webhook_url(session, sky.id, bad)
+                await set_webhook_url(session, sky.id, bad, resolve=public)
         assert await set_webhook_url(session, sky.id, None) is None
         with pytest.raises(PartnerNotFound):
-            await set_webhook_url(session, uuid.UUID(int=1), "https://x.example/")
+            await set_webhook_url(session, uuid.UUID(int=1), "https://x.example/", resolve=public)
         with pytest.raises(ValueError):
             await enqueue_event(session, sky.id, "no.such.event", {})

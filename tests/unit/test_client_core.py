@@ -19,19 +19,23 @@ from partners.client import (
     ResponseSignatureInvalid,
     _Operations,
 )
-from partners.httpsig import parse_signatures, sign_response
+from partners.httpsig import RequestBinding, parse_signatures, sign_response
 
 EXCHANGE = Ed25519PrivateKey.generate()
 KEY_ID = "exchange-test"
 
 
-def signed(status: int, body: object) -> httpx.Response:
+def signed(status: int, body: object, answering: httpx.Request) -> httpx.Response:
+    """The exchange's answer to ``answering``, signed and bound to it."""
     content = msgspec.json.encode(body)
+    binding = RequestBinding.sent(
+        answering.method, answering.url.raw_path.decode(), answering.headers.get("signature")
+    )
     headers = sign_response(
         status=status, headers={}, body=content, key_id=KEY_ID, key=EXCHANGE,
-        created=int(time.time()),
+        created=int(time.time()), request=binding,
     )  # fmt: skip
-    return httpx.Response(status, headers=headers, content=content)
+    return httpx.Response(status, headers=headers, content=content, request=answering)
 
 
 @pytest.fixture
@@ -57,7 +61,7 @@ def test_one_key_for_every_attempt_each_signed_afresh(client: ExchangeClient) ->
     third = conversation.send(None)
     assert isinstance(third, httpx.Request)
     with pytest.raises(StopIteration) as done:
-        conversation.send(signed(201, {"member_ref": "alice", "currency": "SKY"}))
+        conversation.send(signed(201, {"member_ref": "alice", "currency": "SKY"}, third))
     assert done.value.value == MemberOut("alice", "SKY")
     attempts = [first, second, third]
     assert len({q.headers["idempotency-key"] for q in attempts}) == 1
@@ -76,10 +80,11 @@ def test_optional_fields_left_out_of_the_body(client: ExchangeClient) -> None:
 
 def test_a_refusal_is_a_problem_error_once_verified(client: ExchangeClient) -> None:
     conversation = client._session.converse(_Operations.member.plan("nobody"))
-    next(conversation)
+    sent = next(conversation)
+    assert isinstance(sent, httpx.Request)
     problem = {"type": "https://exchange.example/problems/member-not-found", "status": 404}
     with pytest.raises(ProblemError) as caught:
-        conversation.send(signed(404, problem))
+        conversation.send(signed(404, problem, sent))
     assert (caught.value.status, caught.value.problem) == (404, problem)
 
 
@@ -88,8 +93,9 @@ def test_an_unknown_key_fetches_the_keys_once_then_refuses(client: ExchangeClien
     (unsigned), and when the key is not there either, refuses the answer."""
     client._session.signer.exchange_keys = {"older": Ed25519PrivateKey.generate().public_key()}
     conversation = client._session.converse(Call("GET", "/v1/partners/me", lambda r: r))
-    next(conversation)
-    fetch = conversation.send(signed(200, {}))
+    sent = next(conversation)
+    assert isinstance(sent, httpx.Request)
+    fetch = conversation.send(signed(200, {}, sent))
     assert isinstance(fetch, httpx.Request)
     assert (fetch.method, fetch.url.path) == ("GET", "/v1/keys")
     assert "signature" not in fetch.headers

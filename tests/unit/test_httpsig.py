@@ -11,6 +11,7 @@ import base64
 import datetime
 import hashlib
 import hmac
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,7 @@ from hypothesis import strategies as st
 from partners import httpsig
 from partners.httpsig import (
     MAX_SIGNATURES,
+    RequestBinding,
     SignatureInvalid,
     VerifiedSignature,
     VerifyKey,
@@ -890,3 +892,28 @@ def test_the_content_digest_serialises_as_http_sf_does(body: bytes) -> None:
 def test_a_value_that_is_no_structured_field_string_is_not_serialised(bad: str) -> None:
     with pytest.raises(ValueError):
         httpsig._serialise_signature_headers("sig1", ["@method"], {"keyid": bad}, b"s")
+
+
+def test_an_old_answer_is_refused() -> None:
+    """The SDK's verifier takes an age limit: an answer signed long ago, even for this very
+    request, is refused; without the request it answers, a bound answer does not verify."""
+    key = Ed25519PrivateKey.generate()
+    sent = RequestBinding.sent("POST", "/v1/redemptions", "sig1=:AAAA:")
+    now = int(time.time())
+    headers = sign_response(
+        status=201, headers={}, body=b"{}", key_id="ex", key=key, created=now - 61, request=sent
+    )
+    common = {
+        "status": 201,
+        "headers": headers,
+        "body": b"{}",
+        "public_keys": {"ex": key.public_key()},
+    }
+    assert verify_response(**common, request=sent, max_age=120) == "ex"
+    with pytest.raises(SignatureInvalid):
+        verify_response(**common, request=sent, max_age=60)
+    with pytest.raises(SignatureInvalid):
+        verify_response(**common)
+    other = RequestBinding.sent("POST", "/v1/issuances", "sig1=:AAAA:")
+    with pytest.raises(SignatureInvalid):
+        verify_response(**common, request=other, max_age=120)
