@@ -126,7 +126,8 @@ async def test_alice_converts_10_000_sky_to_htl_and_sky_reverses_a_third(
     assert lines(operator_side["transaction"]) == {"EUR:settlement": 1_200_000}
 
     # Sky Air reverses 3 333 of the 10 000 points: Alice gets them back, and gives back
-    # floor(7 425 * 0.3333) = 2 474 HTL; the money follows in proportion.
+    # floor(7 425 * 0.3333) = 2 474 HTL; the money follows those points: 2 474 HTL at 8 000
+    # and floor(100 * 0.3333) = 33 fee points at 12 000.
     reversed_ = await api.post(f"{tx_path}/reversal", {"points": 3_333}, as_=sky)
     assert reversed_.status_code == 201, reversed_.text
     reversal = reversed_.json()
@@ -134,7 +135,7 @@ async def test_alice_converts_10_000_sky_to_htl_and_sky_reverses_a_third(
     assert lines(reversal["transaction"]) == {
         "SKY:alice": 3_333,
         "SKY:issuance": -3_333,
-        "EUR:settlement": 20_197_980,
+        "EUR:settlement": 20_188_000,
     }
     assert reversal["balances"] == [
         {"member_ref": "alice", "balance": 13_333, "held": 0, "available": 13_333}
