@@ -106,6 +106,19 @@ class HoldNotActive(DomainError):
     title = "The hold is no longer active"
 
 
+class HoldExceeded(DomainError):
+    slug = "hold-exceeded"
+    title = "A capture cannot take more than the hold reserved"
+
+    def __init__(self, held: int, requested: int) -> None:
+        super().__init__(
+            f"cannot capture {requested} points of a {held}-point hold",
+            field="points",
+            held=held,
+            requested=requested,
+        )
+
+
 class TransactionNotFound(DomainError):
     slug = "transaction-not-found"
     status = 404
@@ -115,6 +128,16 @@ class TransactionNotFound(DomainError):
 class NotReversible(DomainError):
     slug = "not-reversible"
     title = "This transaction cannot be reversed"
+
+
+class NotReversibleByYou(DomainError):
+    """A brand the transaction touched (the destination of a conversion) asked to reverse it.
+    Said only to a brand whose own accounts the transaction moved, so it reveals nothing of
+    transactions a partner had no part in (those stay a 404)."""
+
+    slug = "not-reversible-by-you"
+    status = 403
+    title = "Only the partner that made a transaction may reverse it"
 
 
 class ReversalExceedsOriginal(DomainError):

@@ -23,7 +23,12 @@ from typing import Any, cast
 from sqlalchemy import Table, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from exchange.errors import NotReversible, ReversalExceedsOriginal, TransactionNotFound
+from exchange.errors import (
+    NotReversible,
+    NotReversibleByYou,
+    ReversalExceedsOriginal,
+    TransactionNotFound,
+)
 from exchange.ledger.engine import Leg, PostedTransaction, TransactionSpec, post_transaction
 from exchange.ledger.models import Account, LedgerTransaction, Member, Posting
 from exchange.ledger.parties import PartnerInfo
@@ -120,7 +125,11 @@ def conversion_reversal_legs(
     ``originals`` are the conversion's postings ``(account_id, ledger, amount, partner_id)``.
     On the money ledger the source brand's posting is the one negative leg, the destination's
     the positive leg of the partner that owns the destination points, the operator's the other."""
-    points_rows = [(a, ledger, amount) for a, ledger, amount, _ in originals if ledger != money_ledger]
+    points_rows = [
+        (account_id, ledger, amount)
+        for account_id, ledger, amount, _ in originals
+        if ledger != money_ledger
+    ]
     legs = reversal_legs(points_rows, terms.points, before, after)
     destination_partners = {
         partner
@@ -142,6 +151,21 @@ def conversion_reversal_legs(
     return legs
 
 
+async def _touched(session: AsyncSession, partner: PartnerInfo, transaction_id: uuid.UUID) -> bool:
+    """Whether the transaction moved any of the partner's accounts: a partner may learn that
+    it cannot reverse what it can read, and nothing of the rest."""
+    found = await session.scalar(
+        select(posting_t.c.id)
+        .join(account_t, account_t.c.id == posting_t.c.account_id)
+        .where(
+            posting_t.c.transaction_id == transaction_id,
+            account_t.c.partner_id == partner.id,
+        )
+        .limit(1)
+    )
+    return found is not None
+
+
 async def _reversible(
     session: AsyncSession, partner: PartnerInfo, transaction_id: uuid.UUID
 ) -> tuple[Any, int]:
@@ -155,6 +179,11 @@ async def _reversible(
         )
     ).first()
     if original is None:
+        if await _touched(session, partner, transaction_id):
+            raise NotReversibleByYou(
+                f"transaction {transaction_id} was made by another partner; only it may reverse it",
+                transaction_id=str(transaction_id),
+            )
         raise TransactionNotFound(
             f"no transaction {transaction_id}", transaction_id=str(transaction_id)
         )
