@@ -34,8 +34,8 @@ from exchange.ledger.controllers.operations import OperationsController
 from exchange.migrate import upgrade_async
 from exchange.observability import request_id_middleware, structlog_plugin
 from exchange.pricing.controllers import BrandPricingController, PricingController
-from exchange.settings import Settings, get_settings
-from exchange.signing import load_exchange_keys, load_master_key
+from exchange.settings import Settings, SettingsError, get_settings
+from exchange.signing import check_keys, load_exchange_keys, load_master_key
 from partners.controllers import PartnersController
 from settlement.controllers import (
     SettlementBatchesController,
@@ -66,8 +66,14 @@ class MetricsController(PrometheusController):
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
-    """Build the service. No I/O happens here; the lifespan migrates and loads keys."""
-    settings = settings or get_settings()
+    """Build the service. The lifespan migrates and loads keys; here only configured keys are
+    read, so that a setting that cannot be right stops the start with one line (exit 1), not a
+    traceback from the lifespan."""
+    try:
+        settings = settings or get_settings()
+        check_keys(settings)
+    except SettingsError as error:
+        raise SystemExit(f"exchange: {error}") from None
     engine = create_engine(settings)
     db_config = SQLAlchemyAsyncConfig(
         engine_instance=engine,
