@@ -15,12 +15,12 @@ from advanced_alchemy.extensions.litestar import (
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.openapi.config import OpenAPIConfig
-from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
 from exchange.cli import ExchangeCLIPlugin
 from exchange.conversions.controllers import ConversionsController
 from exchange.db import create_engine
+from exchange.docs import DOCS_DESCRIPTION, swagger_assets, swagger_ui
 from exchange.donations.controllers import DonationsController
 from exchange.http.group_commit import GroupCommit
 from exchange.http.problems import problem_details_plugin
@@ -118,6 +118,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         route_handlers=[
             SystemController,
             MetricsController,
+            swagger_assets(),
             v1_router(engine, db_config, SIGNED_CONTROLLERS),
         ],
         plugins=[
@@ -126,16 +127,17 @@ def create_app(settings: Settings | None = None) -> Litestar:
             structlog_plugin(settings),
             ExchangeCLIPlugin(),
         ],
-        middleware=[request_id_middleware, prometheus.middleware],
+        middleware=[prometheus.middleware],
         lifespan=[lifespan],
         state=State({"settings": settings}),
         openapi_config=OpenAPIConfig(
             title="Coalition points exchange",
             version="1.0.0",
             path="/docs",
-            render_plugins=[SwaggerRenderPlugin()],
+            description=DOCS_DESCRIPTION,
+            render_plugins=[swagger_ui()],
         ),
     )
     # Around everything, router answers (404, 405) included, which route middleware never sees.
-    app.asgi_handler = sign_responses(app.asgi_handler)
+    app.asgi_handler = request_id_middleware(sign_responses(app.asgi_handler))
     return app
