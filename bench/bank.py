@@ -789,7 +789,7 @@ def _facts_from_answer(op: Op) -> dict[str, Any]:
             operator_fee_micros=conversion["money"]["operator_fee_micros"],
         )
     elif op.kind == "donate":
-        facts["amount_micros"] = answer["receipt"]["amount_micros"]
+        facts["amount_micros"] = answer["donation_receipt"]["amount_micros"]
     return facts
 
 

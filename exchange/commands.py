@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import click
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from exchange.base import json_default
 from exchange.db import create_engine
 from exchange.errors import DomainError
 from exchange.migrate import upgrade
@@ -20,7 +21,7 @@ T = TypeVar("T")
 
 
 def emit(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, sort_keys=True, default=str))
+    click.echo(json.dumps(value, indent=2, sort_keys=True, default=json_default))
 
 
 def run_with_session(work: Callable[[AsyncSession, Settings], Awaitable[T]]) -> T:

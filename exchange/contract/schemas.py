@@ -451,10 +451,14 @@ class DonationReceiptOut(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class DonationOut(msgspec.Struct):
+    """Shaped as every operation's answer: ``transaction`` and ``receipt`` (the exchange's
+    signature over it), then what is particular to a donation under its own name."""
+
     transaction: TransactionOut
-    transaction_signature: DocumentSignature
-    """Over ``transaction``, as ``receipt`` is in the other operations' answers."""
-    receipt: DonationReceiptOut
+    receipt: DocumentSignature
+    """Over ``transaction``, as in every other operation's answer."""
+    donation_receipt: DonationReceiptOut
+    """The member's donation receipt, signed by the exchange over its own members."""
     balances: list[BalanceOut]
 
 

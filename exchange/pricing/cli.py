@@ -11,13 +11,14 @@ import click
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from exchange.base import rfc3339
 from exchange.commands import emit, run_with_session
 from exchange.settings import Settings
 
 
 def _as_dict(view: msgspec.Struct) -> dict[str, Any]:
     return {
-        key: value.isoformat() if isinstance(value, dt.datetime) else value
+        key: rfc3339(value) if isinstance(value, dt.datetime) else value
         for key, value in msgspec.structs.asdict(view).items()
     }
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -165,7 +166,7 @@ def test_a_brand_is_onboarded_with_its_keys(
 
     revoked = run(cli_settings, "partners", "revoke-key", hm_key["key_id"])
     assert (revoked["key_id"], revoked["partner_id"]) == (hm_key["key_id"], brand["id"])
-    assert revoked["revoked_at"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", revoked["revoked_at"])
     assert db.execute("SELECT id FROM partner_key WHERE revoked_at IS NOT NULL").fetchall() == [
         (hm_key["key_id"],)
     ]
