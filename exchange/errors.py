@@ -288,6 +288,21 @@ class SettlementOutOfOrder(DomainError):
     title = "Business days settle in order, each once"
 
 
+class SettlementCalendarChanged(DomainError):
+    """The run's cutoff or zone is not the one the batches before were cut with: settling with
+    it would cut a day in the wrong place."""
+
+    slug = "settlement-calendar-changed"
+    status = 409
+    title = "Business days are cut with the zone and cutoff recorded on the batches before"
+
+
+class EarlyCutoffRefused(DomainError):
+    slug = "early-cutoff-refused"
+    status = 409
+    title = "A business day can be cut early only on a test database, and only the current day"
+
+
 class SettlementAlreadyPaid(DomainError):
     slug = "settlement-already-paid"
     status = 409

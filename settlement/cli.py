@@ -45,12 +45,20 @@ def settlement_group() -> None:
     name="run", help="Settle every business day that has ended, oldest first (or one --date)."
 )
 @click.option("--date", "day", type=_DATE, default=None, help="One business date, YYYY-MM-DD.")
-def run_command(day: dt.datetime | None) -> None:
+@click.option(
+    "--cutoff-now",
+    is_flag=True,
+    help="With --date D, the current business day: cut it now instead of at its cutoff, to"
+    " settle a test day early (refused on a PostgreSQL database marked live).",
+)
+def run_command(day: dt.datetime | None, cutoff_now: bool) -> None:
     settings = get_settings()
+    if cutoff_now and day is None:
+        raise click.UsageError("--cutoff-now needs --date (the current business day)")
     if settings.auto_migrate:
         upgrade(settings)
     try:
-        batches = asyncio.run(_run(settings, None if day is None else day.date()))
+        batches = asyncio.run(_run(settings, None if day is None else day.date(), cutoff_now))
     except DomainError as error:
         _refuse(error)
         return
@@ -60,7 +68,7 @@ def run_command(day: dt.datetime | None) -> None:
         emit([batch.as_dict() for batch in batches])
 
 
-async def _run(settings: Settings, day: dt.date | None) -> list[BatchView]:
+async def _run(settings: Settings, day: dt.date | None, cutoff_now: bool) -> list[BatchView]:
     keys = load_exchange_keys(settings)
     engine = create_engine(settings)
     sessions = session_maker(engine)
@@ -90,7 +98,14 @@ async def _run(settings: Settings, day: dt.date | None) -> list[BatchView]:
                 )
             else:
                 batches = [
-                    await settle_day(sessions, day, settings=settings, keys=keys, on_step=on_step)
+                    await settle_day(
+                        sessions,
+                        day,
+                        settings=settings,
+                        keys=keys,
+                        on_step=on_step,
+                        cutoff_now=cutoff_now,
+                    )
                 ]
             # A day settled before (or by another replica meanwhile) has no steps to report.
             progress.update(task, completed=len(days) * len(STEPS))

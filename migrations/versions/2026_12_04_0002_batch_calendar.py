@@ -1,0 +1,25 @@
+"""Each settlement batch records the calendar it was cut with (``settlement_batch.calendar``:
+``"<zone> <HH:MM:SS>"``, with `` early`` when an operator cut a test day at the moment of the
+run), so that a run with another cutoff or zone is refused instead of cutting a day in the
+wrong place. Batches from before have none, and constrain nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0002_batch_calendar"
+down_revision: str | Sequence[str] | None = "0001"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    # A plain ADD COLUMN on both databases (no batch copy on SQLite, which would drop triggers).
+    op.add_column("settlement_batch", sa.Column("calendar", sa.String(80), nullable=True))
+
+
+def downgrade() -> None:
+    op.drop_column("settlement_batch", "calendar")
