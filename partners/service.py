@@ -8,7 +8,7 @@ import re
 import secrets
 import uuid
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import Table, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from exchange.base import utcnow, uuid7
+from exchange.base import rfc3339, utcnow, uuid7
 from exchange.errors import InvalidInput, KeyNotFound, PartnerNotFound
 from exchange.ledger.chain import GENESIS_HASH
 from exchange.ledger.models import Account
@@ -196,6 +196,28 @@ async def reencrypt_secrets(session: AsyncSession, old_master: bytes, new_master
         row.secret_nonce, row.secret_ciphertext = encrypt_secret(new_master, row.id, secret)
     await session.flush()
     return len(rows)
+
+
+async def list_keys(session: AsyncSession, partner_id: uuid.UUID) -> list[dict[str, Any]]:
+    """A partner's keys, oldest first: id, alg, when made and revoked; never a secret. An unknown
+    partner is :class:`PartnerNotFound`."""
+    if await session.get(Partner, partner_id) is None:
+        raise PartnerNotFound(f"no partner {partner_id}", partner_id=str(partner_id))
+    rows = await session.execute(
+        select(PartnerKey.id, PartnerKey.alg, PartnerKey.created_at, PartnerKey.revoked_at)
+        .where(PartnerKey.partner_id == partner_id)
+        .order_by(PartnerKey.created_at, PartnerKey.id)
+    )
+    return [
+        {
+            "key_id": row.id,
+            "alg": row.alg,
+            "created_at": rfc3339(row.created_at),
+            "revoked_at": None if row.revoked_at is None else rfc3339(row.revoked_at),
+            "active": row.revoked_at is None,
+        }
+        for row in rows
+    ]
 
 
 async def list_partners(session: AsyncSession) -> list[PartnerInfo]:

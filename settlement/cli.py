@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from exchange.commands import emit, run_with_session
+from exchange.commands import TABLE_OPTION, emit, emit_rows, run_with_session
 from exchange.db import create_engine, session_maker
 from exchange.errors import DomainError
 from exchange.migrate import upgrade
@@ -112,6 +112,18 @@ async def _run(settings: Settings, day: dt.date | None, cutoff_now: bool) -> lis
     finally:
         await engine.dispose()
     return batches
+
+
+@settlement_group.command(name="list", help="The latest batches, newest first.")
+@click.option("--limit", type=click.IntRange(1, 366), default=30, show_default=True)
+@TABLE_OPTION
+def list_command(limit: int, table: bool) -> None:
+    from settlement.views import list_batches
+
+    async def work(session: AsyncSession, _settings: Settings) -> list[dict[str, Any]]:
+        return [row.as_dict() for row in await list_batches(session, limit=limit)]
+
+    emit_rows(run_with_session(work), table=table, title="settlement batches")
 
 
 @settlement_group.command(name="show", help="Show a business date's batch.")

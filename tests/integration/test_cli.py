@@ -171,6 +171,23 @@ def test_a_brand_is_onboarded_with_its_keys(
         (hm_key["key_id"],)
     ]
 
+    # The lists an operator reads (issue 16): JSON, or a table with --table.
+    listed, keys, keys_table, listed_table = at_once(
+        cli_settings,
+        ("partners", "list"),
+        ("partners", "keys", brand["id"]),
+        ("partners", "keys", brand["id"], "--table"),
+        ("partners", "list", "--kind", "brand", "--table"),
+    )
+    assert json.loads(listed.stdout) == [brand]
+    shown = sorted((k["key_id"], k["alg"], k["active"]) for k in json.loads(keys.stdout))
+    assert shown == sorted(
+        [(ed_key["key_id"], "ed25519", True), (hm_key["key_id"], "hmac-sha256", False)]
+    )
+    assert all(k["created_at"].endswith("Z") for k in json.loads(keys.stdout))
+    assert "secret" not in keys.stdout
+    assert "ed25519" in keys_table.stdout and "Sky Air" in listed_table.stdout
+
 
 def test_a_charity_and_the_operator_are_created(
     cli_settings: Settings, db: sqlite3.Connection

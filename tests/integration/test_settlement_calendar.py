@@ -66,6 +66,12 @@ async def test_a_test_day_settles_early_and_answers_its_batch_ever_after(
     assert code == 0 and isinstance(again, dict)
     assert again["id"] == batch["id"]
 
+    code, listed = _cli(settings, "list")
+    assert code == 0 and isinstance(listed, list)
+    assert [(b["business_date"], b["status"]) for b in listed] == [(today, "complete")]
+    table = litestar(settings, "settlement", "list", "--table")
+    assert table.returncode == 0 and today in table.stdout
+
 
 async def test_another_cutoff_or_zone_than_the_batches_before_is_refused(
     sessions: Sessions, settings: Settings, converted: dt.date
