@@ -27,8 +27,9 @@ def partners_group() -> None:
 @click.option("--name", required=True)
 @click.option("--currency", default=None, help="A brand's points currency code, such as SKY.")
 @click.option("--min-donation-points", type=int, default=None, help="A charity's minimum.")
+@click.option("--code", default=None, help="A charity's stable code, such as AID.")
 def create_partner_command(
-    kind: str, name: str, currency: str | None, min_donation_points: int | None
+    kind: str, name: str, currency: str | None, min_donation_points: int | None, code: str | None
 ) -> None:
     from partners.service import create_partner
 
@@ -41,14 +42,18 @@ def create_partner_command(
             settlement_currency=settings.settlement_currency,
             shards=settings.issuance_shards,
             min_donation_points=min_donation_points,
+            code=code.upper() if code else None,
         )
-        return {
+        out = {
             "id": str(partner.id),
             "kind": partner.kind,
             "name": partner.name,
             "currency": partner.currency,
             "min_donation_points": partner.min_donation_points,
         }
+        if code:
+            out["code"] = code.upper()
+        return out
 
     emit(run_with_session(work))
 

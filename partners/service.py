@@ -32,6 +32,35 @@ def _info(row: Partner) -> PartnerInfo:
     )
 
 
+async def _check_name_and_code(
+    session: AsyncSession, kind: str, name: str, code: str | None
+) -> None:
+    """Two partners of one kind never share a name; a code is a charity's, and unique."""
+    if await session.scalar(select(Partner.id).where(Partner.kind == kind, Partner.name == name)):
+        raise InvalidInput(f"a {kind} named {name!r} exists already", name=name)
+    if code is None:
+        return
+    if kind != "charity":
+        raise InvalidInput("only a charity has a code (a brand is named by its currency)")
+    if not _CURRENCY.match(code):
+        raise InvalidInput("a charity code is 2-16 of A-Z and 0-9, starting with a letter")
+    if await session.scalar(select(Partner.id).where(Partner.code == code)):
+        raise InvalidInput(f"code {code} is taken", code=code)
+
+
+async def find_charity_by_code(session: AsyncSession, code: str) -> PartnerInfo | None:
+    row = await session.scalar(
+        select(Partner).where(Partner.code == code.upper(), Partner.kind == "charity")
+    )
+    return None if row is None else _info(row)
+
+
+async def charity_codes(session: AsyncSession) -> dict[uuid.UUID, str | None]:
+    """Every charity's code, by partner id."""
+    rows = await session.execute(select(Partner.id, Partner.code).where(Partner.kind == "charity"))
+    return {row.id: row.code for row in rows}
+
+
 async def create_partner(
     session: AsyncSession,
     *,
@@ -41,9 +70,11 @@ async def create_partner(
     settlement_currency: str,
     shards: int,
     min_donation_points: int | None = None,
+    code: str | None = None,
 ) -> PartnerInfo:
     """Register a partner and open its accounts: issuance shards on its own points ledger
-    (brands), and settlement shards on the money ledger (everyone)."""
+    (brands), and settlement shards on the money ledger (everyone). Names are unique per kind;
+    a charity may have a stable ``code`` (``AID``) that donations name it by."""
     if kind not in PARTNER_KINDS:
         raise InvalidInput(f"kind must be one of {', '.join(PARTNER_KINDS)}")
     name = name.strip()
@@ -58,6 +89,7 @@ async def create_partner(
             raise InvalidInput(f"currency {currency} is taken")
     elif currency is not None:
         raise InvalidInput("only a brand has a points currency")
+    await _check_name_and_code(session, kind, name, code)
     if kind == "operator" and await session.scalar(
         select(Partner.id).where(Partner.kind == "operator")
     ):
@@ -69,6 +101,7 @@ async def create_partner(
         kind=kind,
         name=name,
         currency=currency,
+        code=code,
         shards=shards,
         min_donation_points=min_donation_points,
         created_at=utcnow(),
