@@ -51,7 +51,7 @@ EXAMPLES = {
     "transaction": "sky.transaction(tx_id).receipt  # the exchange's signature over it",
     "rates": "[(r.from_currency, r.to_currency, r.fee_bps) for r in sky.rates().rates]",
     "charities": "{c.code: c.id for c in sky.charities()}",
-    "quote": 'q = sky.quote("alice", "HTL", "alice-h", 5_000); sky.convert(*[None] * 4, quote_id=q.id)',
+    "quote": 'q = sky.quote("alice", "HTL", "alice-h", 5_000); sky.convert(*[None] * 4, quote_id=q.id)',  # noqa: E501
     "convert": 'sky.convert("alice", "HTL", "alice-h", 5_000).conversion.out',
     "donate": 'sky.donate("alice", "AID", 1_000).donation_receipt',
     "batch": 'sky.batch([BatchIssue("k1", "alice", 10), BatchTransfer("k2", "alice", "bob", 5)])',
