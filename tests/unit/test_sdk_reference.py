@@ -44,19 +44,21 @@ EXAMPLES = {
     "issue": 'sky.issue("alice", 10_000, "flight LH123").balances[0].available',
     "redeem": 'sky.redeem("alice", 2_000).transaction.id',
     "transfer": 'sky.transfer("alice", "bob", 500)',
-    "hold": 'held = sky.hold("alice", 1_000, expires_in=3_600); held.hold.id',
+    "hold": 'held = sky.hold("alice", 1_000, expires_in=3_600)\nheld.hold.id',
     "capture": "sky.capture(held.hold.id, 600)  # more than held: 422 hold-exceeded",
-    "void": "sky.void(held.hold.id).hold.status == 'voided'",
+    "void": 'sky.void(held.hold.id).hold.status == "voided"',
     "reverse": "sky.reverse(converted.transaction.id, 1_000)  # only the brand that made it",
     "transaction": "sky.transaction(tx_id).receipt  # the exchange's signature over it",
     "rates": "[(r.from_currency, r.to_currency, r.fee_bps) for r in sky.rates().rates]",
     "charities": "{c.code: c.id for c in sky.charities()}",
-    "quote": 'q = sky.quote("alice", "HTL", "alice-h", 5_000); sky.convert(*[None] * 4, quote_id=q.id)',  # noqa: E501
+    "quote": (
+        'q = sky.quote("alice", "HTL", "alice-h", 5_000)\nsky.convert(*[None] * 4, quote_id=q.id)'
+    ),
     "convert": 'sky.convert("alice", "HTL", "alice-h", 5_000).conversion.out',
     "donate": 'sky.donate("alice", "AID", 1_000).donation_receipt',
     "batch": 'sky.batch([BatchIssue("k1", "alice", 10), BatchTransfer("k2", "alice", "bob", 5)])',
     "settlements": '[s["business_date"] for s in sky.settlements()]',
-    "settlement": 'signed = sky.settlement("2026-11-21"); signed["statement"], signed["signature"]',
+    "settlement": 'signed = sky.settlement("2026-11-21")\nsigned["statement"], signed["signature"]',
 }
 """An example per call whose docstring has none."""
 
