@@ -38,7 +38,8 @@ against the database:
    whole run as one business day (a calendar whose cutoff is just after the run) gives the gross
    obligations the log predicts: per conversion ``destination_micros`` from the source brand to
    the destination brand and ``operator_fee_micros`` to the operator, per donation its receipt's
-   ``amount_micros`` to the charity, and per reversed share of either the opposite obligation.
+   ``amount_micros`` to the charity, and per reversed share of either the opposite obligation
+   (for a conversion, the destination points and fee points moved back at their values).
 
 Reversals are predicted without knowing the order they committed in: the engine reverses a share
 of a transaction cumulatively (:func:`exchange.ledger.reversal.reversal_legs`), so whatever the
@@ -767,8 +768,12 @@ class Model:
                 source, target_brand = self.partner_of[brand], self.partner_of[destination]
                 self.points[brand, body["member_ref"]] += reached
                 self.points[destination, body["to_member_ref"]] -= share(facts["out"])
-                self.owed[target_brand, source] += share(facts["destination_micros"])
-                self.owed[self.operator, source] += share(facts["operator_fee_micros"])
+                # A conversion's money follows the points moved back (SPEC 3).
+                back = share(facts["out"]) * facts["destination_value_micros"]
+                self.owed[target_brand, source] += back
+                self.owed[self.operator, source] += (
+                    share(facts["fee"]) * facts["source_value_micros"]
+                )
             elif op.kind == "donate":
                 self.points[brand, body["member_ref"]] += reached
                 self.owed[self.charity, self.partner_of[brand]] += share(facts["amount_micros"])
@@ -785,17 +790,21 @@ def _facts_from_answer(op: Op) -> dict[str, Any]:
         conversion = answer["conversion"]
         facts.update(
             out=conversion["out"],
+            fee=conversion["fee"],
+            source_value_micros=conversion["source_value_micros"],
+            destination_value_micros=conversion["destination_value_micros"],
             destination_micros=conversion["money"]["destination_micros"],
             operator_fee_micros=conversion["money"]["operator_fee_micros"],
         )
     elif op.kind == "donate":
-        facts["amount_micros"] = answer["receipt"]["amount_micros"]
+        facts["amount_micros"] = answer["donation_receipt"]["amount_micros"]
     return facts
 
 
 def _facts_from_ledger(tx: Recorded) -> dict[str, Any]:
     facts: dict[str, Any] = {"points": tx.points}
-    for name in ("out", "destination_micros", "operator_fee_micros", "amount_micros"):
+    names = ("out", "fee", "source_value_micros", "destination_value_micros")
+    for name in (*names, "destination_micros", "operator_fee_micros", "amount_micros"):
         if name in tx.details:
             facts[name] = tx.details[name]
     return facts

@@ -15,12 +15,12 @@ from advanced_alchemy.extensions.litestar import (
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.openapi.config import OpenAPIConfig
-from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
 from exchange.cli import ExchangeCLIPlugin
 from exchange.conversions.controllers import ConversionsController
 from exchange.db import create_engine
+from exchange.docs import DOCS_DESCRIPTION, swagger_assets, swagger_ui
 from exchange.donations.controllers import DonationsController
 from exchange.http.group_commit import GroupCommit
 from exchange.http.problems import problem_details_plugin
@@ -34,8 +34,8 @@ from exchange.ledger.controllers.operations import OperationsController
 from exchange.migrate import upgrade_async
 from exchange.observability import request_id_middleware, structlog_plugin
 from exchange.pricing.controllers import BrandPricingController, PricingController
-from exchange.settings import Settings, get_settings
-from exchange.signing import load_exchange_keys, load_master_key
+from exchange.settings import Settings, SettingsError, get_settings
+from exchange.signing import check_keys, load_exchange_keys, load_master_key
 from exchange.transparency.controllers import TransparencyController
 from exchange.transparency.scheduler import run_log
 from partners.controllers import PartnersController
@@ -69,8 +69,14 @@ class MetricsController(PrometheusController):
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
-    """Build the service. No I/O happens here; the lifespan migrates and loads keys."""
-    settings = settings or get_settings()
+    """Build the service. The lifespan migrates and loads keys; here only configured keys are
+    read, so that a setting that cannot be right stops the start with one line (exit 1), not a
+    traceback from the lifespan."""
+    try:
+        settings = settings or get_settings()
+        check_keys(settings)
+    except SettingsError as error:
+        raise SystemExit(f"exchange: {error}") from None
     engine = create_engine(settings)
     db_config = SQLAlchemyAsyncConfig(
         engine_instance=engine,
@@ -118,6 +124,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         route_handlers=[
             SystemController,
             MetricsController,
+            swagger_assets(),
             v1_router(engine, db_config, SIGNED_CONTROLLERS),
         ],
         plugins=[
@@ -126,16 +133,17 @@ def create_app(settings: Settings | None = None) -> Litestar:
             structlog_plugin(settings),
             ExchangeCLIPlugin(),
         ],
-        middleware=[request_id_middleware, prometheus.middleware],
+        middleware=[prometheus.middleware],
         lifespan=[lifespan],
         state=State({"settings": settings}),
         openapi_config=OpenAPIConfig(
             title="Coalition points exchange",
             version="1.0.0",
             path="/docs",
-            render_plugins=[SwaggerRenderPlugin()],
+            description=DOCS_DESCRIPTION,
+            render_plugins=[swagger_ui()],
         ),
     )
     # Around everything, router answers (404, 405) included, which route middleware never sees.
-    app.asgi_handler = sign_responses(app.asgi_handler)
+    app.asgi_handler = request_id_middleware(sign_responses(app.asgi_handler))
     return app

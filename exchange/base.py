@@ -52,6 +52,21 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def rfc3339(moment: dt.datetime) -> str:
+    """``moment`` as RFC 3339 in UTC with ``Z``, the one format of every timestamp the exchange
+    writes (API, CLI, files); a naive time is taken as UTC."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def json_default(value: object) -> object:
+    """``json.dumps`` default for what the CLI prints: times as :func:`rfc3339`, else text."""
+    if isinstance(value, dt.datetime):
+        return rfc3339(value)
+    return str(value)
+
+
 def uuid7() -> uuid.UUID:
     """A time-ordered UUIDv7 as a standard ``uuid.UUID``."""
     return uuid.UUID(bytes=uuid_utils.uuid7().bytes)

@@ -13,7 +13,7 @@ import click
 from litestar.plugins import CLIPluginProtocol
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from exchange.commands import emit, run_with_session
+from exchange.commands import TABLE_OPTION, emit, emit_rows, run_with_session
 from exchange.settings import Settings
 
 
@@ -27,8 +27,9 @@ def partners_group() -> None:
 @click.option("--name", required=True)
 @click.option("--currency", default=None, help="A brand's points currency code, such as SKY.")
 @click.option("--min-donation-points", type=int, default=None, help="A charity's minimum.")
+@click.option("--code", default=None, help="A charity's stable code, such as AID.")
 def create_partner_command(
-    kind: str, name: str, currency: str | None, min_donation_points: int | None
+    kind: str, name: str, currency: str | None, min_donation_points: int | None, code: str | None
 ) -> None:
     from partners.service import create_partner
 
@@ -41,16 +42,54 @@ def create_partner_command(
             settlement_currency=settings.settlement_currency,
             shards=settings.issuance_shards,
             min_donation_points=min_donation_points,
+            code=code.upper() if code else None,
         )
-        return {
+        out = {
             "id": str(partner.id),
             "kind": partner.kind,
             "name": partner.name,
             "currency": partner.currency,
             "min_donation_points": partner.min_donation_points,
         }
+        if code:
+            out["code"] = code.upper()
+        return out
 
     emit(run_with_session(work))
+
+
+@partners_group.command(name="list", help="Every partner, oldest first.")
+@click.option("--kind", type=click.Choice(["brand", "charity", "operator"]), default=None)
+@TABLE_OPTION
+def list_partners_command(kind: str | None, table: bool) -> None:
+    from partners.service import list_partners
+
+    async def work(session: AsyncSession, _settings: Settings) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": str(partner.id),
+                "kind": partner.kind,
+                "name": partner.name,
+                "currency": partner.currency,
+                "min_donation_points": partner.min_donation_points,
+            }
+            for partner in await list_partners(session)
+            if kind is None or partner.kind == kind
+        ]
+
+    emit_rows(run_with_session(work), table=table, title="partners")
+
+
+@partners_group.command(name="keys", help="A partner's keys, active and revoked (no secrets).")
+@click.argument("partner_id", type=click.UUID)
+@TABLE_OPTION
+def list_keys_command(partner_id: uuid.UUID, table: bool) -> None:
+    from partners.service import list_keys
+
+    async def work(session: AsyncSession, _settings: Settings) -> list[dict[str, Any]]:
+        return await list_keys(session, partner_id)
+
+    emit_rows(run_with_session(work), table=table, title=f"keys of {partner_id}")
 
 
 @partners_group.command(name="add-key", help="Register a key the partner signs requests with.")

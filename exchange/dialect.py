@@ -342,6 +342,16 @@ async def take_settlement_lock(session: AsyncSession, lock_id: int, *, wait: boo
     return bool(granted)
 
 
+async def database_is_live(session: AsyncSession) -> bool:
+    """Whether the operator marked this PostgreSQL database live, with
+    ``ALTER DATABASE <name> SET exchange.live = 'on'``: then no test shortcut (a business day
+    cut early) is allowed. SQLite is the embedded development database, never live."""
+    if not is_postgresql(session):
+        return False
+    value = await session.scalar(text("SELECT current_setting('exchange.live', true)"))
+    return (value or "").strip().lower() in {"on", "true", "1", "yes"}
+
+
 async def tune_settlement_transaction(session: AsyncSession, work_mem: str) -> None:
     """For this transaction only, on PostgreSQL: ``work_mem`` for its sorts and hashes (they
     spill to disk beyond it), and no JIT, whose compiling costs more than it saves on

@@ -137,6 +137,19 @@ class HoldNotActive(DomainError):
     title = "The hold is no longer active"
 
 
+class HoldExceeded(DomainError):
+    slug = "hold-exceeded"
+    title = "A capture cannot take more than the hold reserved"
+
+    def __init__(self, held: int, requested: int) -> None:
+        super().__init__(
+            f"cannot capture {requested} points of a {held}-point hold",
+            field="points",
+            held=held,
+            requested=requested,
+        )
+
+
 class TransactionNotFound(DomainError):
     slug = "transaction-not-found"
     status = 404
@@ -146,6 +159,16 @@ class TransactionNotFound(DomainError):
 class NotReversible(DomainError):
     slug = "not-reversible"
     title = "This transaction cannot be reversed"
+
+
+class NotReversibleByYou(DomainError):
+    """A brand the transaction touched (the destination of a conversion) asked to reverse it.
+    Said only to a brand whose own accounts the transaction moved, so it reveals nothing of
+    transactions a partner had no part in (those stay a 404)."""
+
+    slug = "not-reversible-by-you"
+    status = 403
+    title = "Only the partner that made a transaction may reverse it"
 
 
 class ReversalExceedsOriginal(DomainError):
@@ -294,6 +317,21 @@ class SettlementOutOfOrder(DomainError):
     slug = "settlement-out-of-order"
     status = 409
     title = "Business days settle in order, each once"
+
+
+class SettlementCalendarChanged(DomainError):
+    """The run's cutoff or zone is not the one the batches before were cut with: settling with
+    it would cut a day in the wrong place."""
+
+    slug = "settlement-calendar-changed"
+    status = 409
+    title = "Business days are cut with the zone and cutoff recorded on the batches before"
+
+
+class EarlyCutoffRefused(DomainError):
+    slug = "early-cutoff-refused"
+    status = 409
+    title = "A business day can be cut early only on a test database, and only the current day"
 
 
 class SettlementAlreadyPaid(DomainError):

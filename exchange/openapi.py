@@ -112,7 +112,10 @@ _PROBLEM_SPECS = {
         "signature-invalid: the request signature did not verify (always the same body,"
         " whatever the reason)"
     ),
-    403: problem_spec("not-a-brand, or operator-only: the caller's kind may not do this"),
+    403: problem_spec(
+        "not-a-brand, or operator-only: the caller's kind may not do this;"
+        " not-reversible-by-you: only the partner that made a transaction may reverse it"
+    ),
     404: problem_spec(
         "member-not-found, hold-not-found, transaction-not-found, partner-not-found, key-not-found"
     ),

@@ -6,14 +6,24 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 # ISO 4217 minor-unit exponents for the settlement currencies we expect; any other code
 # must be given with EXCHANGE_SETTLEMENT_MINOR_EXPONENT.
 _MINOR_EXPONENTS = {"EUR": 2, "USD": 2, "GBP": 2, "CHF": 2, "JPY": 0, "KWD": 3, "BHD": 3}
+
+
+class SettingsError(ValueError):
+    """A setting that cannot be right, said in one line that names its variable."""
+
+    def __init__(self, name: str, why: str) -> None:
+        super().__init__(f"EXCHANGE_{name}: {why}")
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -28,9 +38,58 @@ def _env_bool(name: str, default: bool) -> bool:
     return value.strip().lower() not in {"0", "false", "no", "off"}
 
 
-def _env_int(name: str, default: int) -> int:
+def _env_int(name: str, default: int, *, low: int = 0, high: int | None = None) -> int:
     value = _env(name)
-    return default if value is None else int(value)
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise SettingsError(name, f"{value!r} is not a whole number") from None
+    if number < low or (high is not None and number > high):
+        bounds = f"from {low} to {high}" if high is not None else f"at least {low}"
+        raise SettingsError(name, f"{number} is out of range (must be {bounds})")
+    return number
+
+
+def _timezone(name: str) -> str:
+    zone = _env(name, "UTC") or "UTC"
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SettingsError(name, f"{zone!r} is not an IANA time zone (e.g. UTC)") from None
+    return zone
+
+
+def _cutoff(name: str) -> str:
+    cutoff = _env(name, "00:00") or "00:00"
+    if re.fullmatch(r"\d\d:\d\d(:\d\d)?", cutoff) is None:
+        raise SettingsError(name, f"{cutoff!r} is not a time HH:MM or HH:MM:SS")
+    try:
+        dt.time.fromisoformat(cutoff)
+    except ValueError:
+        raise SettingsError(name, f"{cutoff!r} is not a time of day") from None
+    return cutoff
+
+
+def _currency(name: str) -> str:
+    currency = (_env(name, "EUR") or "EUR").upper()
+    if re.fullmatch(r"[A-Z]{3}", currency) is None:
+        raise SettingsError(name, f"{currency!r} is not an ISO 4217 code (three letters)")
+    return currency
+
+
+def _signing_key(name: str) -> tuple[Path | None, bytes | None]:
+    """A path to a PEM file, or the PEM itself (it starts with ``-----BEGIN``)."""
+    value = _env(name)
+    if value is None:
+        return None, None
+    if value.lstrip().startswith("-----BEGIN"):
+        return None, value.strip().encode() + b"\n"
+    path = Path(value)
+    if not path.is_file():
+        raise SettingsError(name, f"{value!r} is neither a PEM nor the path of a readable file")
+    return path, None
 
 
 @dataclass(frozen=True)
@@ -48,8 +107,12 @@ class Settings:
     """EXCHANGE_AUTO_MIGRATE: apply Alembic migrations at start (``0``: leave the schema alone)."""
 
     signing_key: Path | None = None
-    """EXCHANGE_SIGNING_KEY: PEM file of the exchange's Ed25519 signing key. Unset: a development
-    key is created in ``<data_dir>/keys/`` on first run."""
+    """EXCHANGE_SIGNING_KEY: the exchange's Ed25519 signing key, as the path of a PEM file or the
+    PEM itself (``-----BEGIN PRIVATE KEY-----...``; then held in ``signing_key_pem``). Unset: a
+    development key is created in ``<data_dir>/keys/`` on first run."""
+
+    signing_key_pem: bytes | None = None
+    """The PEM of EXCHANGE_SIGNING_KEY when the variable holds the PEM rather than a path."""
 
     verify_keys: tuple[Path, ...] = ()
     """EXCHANGE_VERIFY_KEYS: further PEM files (``:``-separated) of retired signing keys whose
@@ -168,26 +231,27 @@ class Settings:
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """Read the environment once."""
-    currency = (_env("SETTLEMENT_CURRENCY", "EUR") or "EUR").upper()
+    currency = _currency("SETTLEMENT_CURRENCY")
     verify = _env("VERIFY_KEYS")
-    signing = _env("SIGNING_KEY")
+    signing, signing_pem = _signing_key("SIGNING_KEY")
     return Settings(
         data_dir=Path(_env("DATA_DIR", "var") or "var"),
         database_url=_env("DATABASE_URL"),
         auto_migrate=_env_bool("AUTO_MIGRATE", True),
-        signing_key=Path(signing) if signing else None,
+        signing_key=signing,
+        signing_key_pem=signing_pem,
         verify_keys=tuple(Path(p) for p in verify.split(os.pathsep) if p) if verify else (),
         master_key=_env("MASTER_KEY"),
         settlement_currency=currency,
         settlement_minor_exponent=_env_int(
-            "SETTLEMENT_MINOR_EXPONENT", _MINOR_EXPONENTS.get(currency, 2)
+            "SETTLEMENT_MINOR_EXPONENT", _MINOR_EXPONENTS.get(currency, 2), high=6
         ),
         issuance_shards=max(1, _env_int("ISSUANCE_SHARDS", 8)),
-        hold_ttl_seconds=_env_int("HOLD_TTL_SECONDS", 7 * 24 * 3600),
+        hold_ttl_seconds=_env_int("HOLD_TTL_SECONDS", 7 * 24 * 3600, low=1),
         log_json=_env_bool("LOG_JSON", False),
         scheduler=_env_bool("SCHEDULER", True),
-        settlement_timezone=_env("SETTLEMENT_TIMEZONE", "UTC") or "UTC",
-        settlement_cutoff=_env("SETTLEMENT_CUTOFF", "00:00") or "00:00",
+        settlement_timezone=_timezone("SETTLEMENT_TIMEZONE"),
+        settlement_cutoff=_cutoff("SETTLEMENT_CUTOFF"),
         settlement_grace_seconds=_env_int("SETTLEMENT_GRACE_SECONDS", 5),
         settlement_poll_seconds=_env_int("SETTLEMENT_POLL_SECONDS", 60),
         log_origin=_env("LOG_ORIGIN", "exchange.example/transactions") or "",
@@ -198,13 +262,13 @@ def get_settings() -> Settings:
         webhook_timeout_seconds=_env_int("WEBHOOK_TIMEOUT_SECONDS", 10),
         webhook_retry_base_seconds=_env_int("WEBHOOK_RETRY_BASE_SECONDS", 10),
         webhook_retry_max_seconds=_env_int("WEBHOOK_RETRY_MAX_SECONDS", 3600),
-        webhook_batch_size=_env_int("WEBHOOK_BATCH_SIZE", 100),
+        webhook_batch_size=_env_int("WEBHOOK_BATCH_SIZE", 100, low=1),
         webhook_allow_http=_env_bool("WEBHOOK_ALLOW_HTTP", False),
         webhook_allow_private_addresses=_env_bool("WEBHOOK_ALLOW_PRIVATE_ADDRESSES", False),
         webhook_ports=tuple(
             int(port) for port in (_env("WEBHOOK_PORTS", "443,8443") or "").split(",") if port
         ),
         webhook_max_attempts=max(1, _env_int("WEBHOOK_MAX_ATTEMPTS", 15)),
-        quote_ttl_seconds=_env_int("QUOTE_TTL_SECONDS", 120),
+        quote_ttl_seconds=_env_int("QUOTE_TTL_SECONDS", 120, low=1, high=900),
         group_commit_flushers=max(1, _env_int("GROUP_COMMIT_FLUSHERS", 2)),
     )

@@ -19,7 +19,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from exchange.settings import Settings
+from exchange.settings import Settings, SettingsError
 
 
 def key_id_for(public_key: Ed25519PublicKey) -> str:
@@ -76,11 +76,33 @@ def verify_document(
     return True
 
 
-def _load_private(path: Path) -> Ed25519PrivateKey:
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+def _private_from_pem(pem: bytes, where: str) -> Ed25519PrivateKey:
+    """An Ed25519 private key from PEM; anything else is a one-line :class:`SettingsError`."""
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise SettingsError("SIGNING_KEY", f"{where} is not a PEM private key ({reason})") from None
     if not isinstance(key, Ed25519PrivateKey):
-        raise ValueError(f"{path} is not an Ed25519 private key")
+        raise SettingsError("SIGNING_KEY", f"{where} is not an Ed25519 private key")
     return key
+
+
+def _load_private(path: Path) -> Ed25519PrivateKey:
+    try:
+        pem = path.read_bytes()
+    except OSError as error:
+        raise SettingsError("SIGNING_KEY", f"cannot read {path}: {error.strerror}") from None
+    return _private_from_pem(pem, str(path))
+
+
+def check_keys(settings: Settings) -> None:
+    """Refuse, in one line, a configured signing or master key that cannot be used. Keys the
+    service would make for development are not made here."""
+    if settings.signing_key is not None or settings.signing_key_pem is not None:
+        load_exchange_keys(settings)
+    if settings.master_key:
+        load_master_key(settings)
 
 
 def _load_public(path: Path) -> Ed25519PublicKey:
@@ -104,6 +126,9 @@ def _write_secret_file(path: Path, data: bytes) -> None:
 def load_exchange_keys(settings: Settings) -> ExchangeKeys:
     """Load the configured keys, creating the development key on first run."""
     path = settings.signing_key
+    if settings.signing_key_pem is not None:
+        private = _private_from_pem(settings.signing_key_pem, "the PEM in EXCHANGE_SIGNING_KEY")
+        return _keys(private, settings)
     if path is None:
         path = settings.keys_dir / "signing-key.pem"
         if not path.exists():
@@ -115,7 +140,10 @@ def load_exchange_keys(settings: Settings) -> ExchangeKeys:
             # Another process may have made it first; then theirs is the key.
             with contextlib.suppress(FileExistsError):
                 _write_secret_file(path, pem)
-    private = _load_private(path)
+    return _keys(_load_private(path), settings)
+
+
+def _keys(private: Ed25519PrivateKey, settings: Settings) -> ExchangeKeys:
     published = {key_id_for(private.public_key()): private.public_key()}
     for extra in settings.verify_keys:
         public = _load_public(extra)
@@ -128,7 +156,10 @@ def load_exchange_keys(settings: Settings) -> ExchangeKeys:
 def load_master_key(settings: Settings) -> bytes:
     """The 32-byte AES-GCM key that encrypts partner secrets at rest."""
     if settings.master_key:
-        key = base64.b64decode(settings.master_key, validate=True)
+        try:
+            key = base64.b64decode(settings.master_key, validate=True)
+        except ValueError:
+            raise SettingsError("MASTER_KEY", "is not base64") from None
     else:
         path = settings.keys_dir / "master-key"
         if not path.exists():
@@ -136,5 +167,5 @@ def load_master_key(settings: Settings) -> bytes:
                 _write_secret_file(path, base64.b64encode(os.urandom(32)))
         key = base64.b64decode(path.read_bytes().strip(), validate=True)
     if len(key) != 32:
-        raise ValueError("EXCHANGE_MASTER_KEY must be base64 of exactly 32 bytes")
+        raise SettingsError("MASTER_KEY", "must be base64 of exactly 32 bytes")
     return key

@@ -32,7 +32,6 @@ How it is built, so that nothing is written twice:
 from __future__ import annotations
 
 import asyncio
-import base64
 import datetime as dt
 import random
 import secrets
@@ -64,6 +63,7 @@ from exchange.contract.schemas import (
     HoldCapture,
     HoldCreate,
     HoldOperationOut,
+    HoldOut,
     IssuanceCreate,
     MemberBalanceOut,
     MemberCreate,
@@ -79,8 +79,11 @@ from exchange.contract.schemas import (
     TransactionReceiptOut,
     TransferCreate,
 )
+from exchange.contract.settlement import WebhookOut
 from exchange.contract.types import MemberRef, Points, Reference
 from partners.httpsig import RequestBinding, SignatureInvalid, sign_request, verify_response
+from partners.sdk_keys import KeyMaterial, signing_key
+from partners.sdk_keys import KeyMaterialError as KeyMaterialError
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -128,11 +131,6 @@ def new_idempotency_key() -> str:
     return str(uuid.uuid4())
 
 
-def _secret_bytes(key: bytes | str) -> bytes:
-    """An HMAC secret as the exchange prints it (base64) or as raw bytes."""
-    return base64.b64decode(key, validate=True) if isinstance(key, str) else key
-
-
 # --------------------------------------------------------------------------- reading answers
 
 _problem_decoder = msgspec.json.Decoder(JsonObject)
@@ -178,6 +176,17 @@ _BATCH = _answer(BatchOut)
 _STATEMENTS = _answer(list[JsonObject])
 _STATEMENT = _answer(JsonObject)
 _KEYS = msgspec.json.Decoder(list[PublicKey])
+_HOLD = _answer(HoldOut)
+_WEBHOOK = _answer(WebhookOut)
+
+
+def _text(response: httpx.Response) -> str:
+    if not response.is_success:
+        raise _problem(response)
+    return response.text
+
+
+_TEXT = _text
 
 
 # --------------------------------------------------------------------------- planning calls
@@ -376,9 +385,11 @@ def _donate(
     *,
     idempotency_key: str | None = None,
 ) -> Call[DonationOut]:
-    """Donate a member's points to a charity; the answer carries the donation receipt."""
-    charity_id = uuid.UUID(charity) if isinstance(charity, str) else charity
-    body = DonationCreate(member_ref, charity_id, points, reference)
+    """Donate a member's points to a charity, named by its code (``"AID"``) or partner id; the
+    answer carries the transaction, its ``receipt`` and the member's ``donation_receipt``.
+
+    ``sky.donate("alice", "AID", 500).donation_receipt.amount_micros``"""
+    body = DonationCreate(member_ref, str(charity), points, reference)
     return _post("/v1/donations", body, _DONATION, idempotency_key)
 
 
@@ -389,6 +400,31 @@ def _batch(
 ) -> Call[BatchOut]:
     """Up to 1000 issuances, redemptions and transfers in one request, each with its key."""
     return _post("/v1/batches", BatchCreate(operations), _BATCH, idempotency_key)
+
+
+def _read_hold(hold_id: uuid.UUID | str) -> Call[HoldOut]:
+    """A hold of the caller's: its points, what was captured, its status and expiry.
+
+    ``client.read_hold(hold.hold.id).status == "active"``"""
+    return _get(f"/v1/holds/{_segment(hold_id)}", _HOLD)
+
+
+def _set_webhook(url: str | None) -> Call[WebhookOut]:
+    """Where the exchange POSTs the caller's events (``settlement.ready``,
+    ``conversion.credited``), signed by the exchange; ``None`` removes it.
+
+    ``client.set_webhook("https://sky.example/exchange-events")``"""
+    return Call("PUT", "/v1/partners/me/webhook", _WEBHOOK, body={"url": url})
+
+
+def _settlement_csv(business_date: dt.date | str) -> Call[str]:
+    """The caller's statement for a business day as CSV, for finance teams: its last line is
+    ``#signature,<key_id>,ed25519,<base64>``, the exchange's signature over every byte before
+    that line. :func:`partners.verify.verify_csv_statement` checks it.
+
+    ``client.settlement_csv("2026-11-21").splitlines()[-1].startswith("#signature,")``"""
+    day = business_date.isoformat() if isinstance(business_date, dt.date) else business_date
+    return _get(f"/v1/settlements/{_segment(day)}.csv", _TEXT)
 
 
 def _settlements() -> Call[list[JsonObject]]:
@@ -623,6 +659,9 @@ class _Operations:
     batch = Operation(_batch)
     settlements = Operation(_settlements)
     settlement = Operation(_settlement)
+    settlement_csv = Operation(_settlement_csv)
+    read_hold = Operation(_read_hold)
+    set_webhook = Operation(_set_webhook)
 
 
 _LIMITS = httpx.Limits(keepalive_expiry=4.0)
@@ -631,9 +670,10 @@ default, the exchange's): with equal timeouts a request can be sent on a connect
 is closing at that moment, and fail with a read error though the server never saw it."""
 
 
-def _signer(key_id: str, alg: str, key: bytes | str | Ed25519PrivateKey, verify: bool) -> _Signer:
-    material = key if isinstance(key, Ed25519PrivateKey) else _secret_bytes(key)
-    return _Signer(key_id, alg, material, verify)
+def _signer(key_id: str, alg: str, key: KeyMaterial, verify: bool) -> _Signer:
+    """The signer for ``alg``; a key that does not fit it is a :class:`KeyMaterialError`
+    (``partners.sdk_keys``: an Ed25519 key as an object or its PEM, str or bytes)."""
+    return _Signer(key_id, alg, signing_key(alg, key), verify)
 
 
 class ExchangeClient(_Operations):
@@ -645,7 +685,7 @@ class ExchangeClient(_Operations):
         *,
         key_id: str,
         alg: str,
-        key: bytes | str | Ed25519PrivateKey,
+        key: KeyMaterial,
         transport: httpx.BaseTransport | None = None,
         verify_responses: bool = True,
         retries: int = 4,
@@ -702,7 +742,7 @@ class AsyncExchangeClient(_Operations):
         *,
         key_id: str,
         alg: str,
-        key: bytes | str | Ed25519PrivateKey,
+        key: KeyMaterial,
         transport: httpx.AsyncBaseTransport | None = None,
         verify_responses: bool = True,
         retries: int = 4,

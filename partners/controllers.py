@@ -65,6 +65,7 @@ class PartnersController(Controller):
             settlement_currency=settings.settlement_currency,
             shards=settings.issuance_shards,
             min_donation_points=data.min_donation_points,
+            code=data.code,
         )
         return partner_out(partner)
 

@@ -23,12 +23,16 @@ class Partner(Base):
         CheckConstraint(
             "min_donation_points IS NULL OR min_donation_points >= 1", name="min_donation"
         ),
+        Index("uq_partner_code", "code", unique=True),
+        Index("uq_partner_kind_name", "kind", "name", unique=True),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid7)
     kind: Mapped[str] = mapped_column(String(16))
     name: Mapped[str] = mapped_column(String(200))
     currency: Mapped[str | None] = mapped_column(String(16), unique=True)
+    code: Mapped[str | None] = mapped_column(String(16))
+    """A charity's stable code (``AID``): donations name it as a conversion names a currency."""
     min_donation_points: Mapped[int | None]
     shards: Mapped[int] = mapped_column(SmallInteger, default=1)
     webhook_url: Mapped[str | None] = mapped_column(String(2000))

@@ -8,7 +8,7 @@ import re
 import secrets
 import uuid
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import Table, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from exchange.base import utcnow, uuid7
+from exchange.base import rfc3339, utcnow, uuid7
 from exchange.errors import InvalidInput, KeyNotFound, PartnerNotFound
 from exchange.ledger.chain import GENESIS_HASH
 from exchange.ledger.models import Account
@@ -32,6 +32,35 @@ def _info(row: Partner) -> PartnerInfo:
     )
 
 
+async def _check_name_and_code(
+    session: AsyncSession, kind: str, name: str, code: str | None
+) -> None:
+    """Two partners of one kind never share a name; a code is a charity's, and unique."""
+    if await session.scalar(select(Partner.id).where(Partner.kind == kind, Partner.name == name)):
+        raise InvalidInput(f"a {kind} named {name!r} exists already", name=name)
+    if code is None:
+        return
+    if kind != "charity":
+        raise InvalidInput("only a charity has a code (a brand is named by its currency)")
+    if not _CURRENCY.match(code):
+        raise InvalidInput("a charity code is 2-16 of A-Z and 0-9, starting with a letter")
+    if await session.scalar(select(Partner.id).where(Partner.code == code)):
+        raise InvalidInput(f"code {code} is taken", code=code)
+
+
+async def find_charity_by_code(session: AsyncSession, code: str) -> PartnerInfo | None:
+    row = await session.scalar(
+        select(Partner).where(Partner.code == code.upper(), Partner.kind == "charity")
+    )
+    return None if row is None else _info(row)
+
+
+async def charity_codes(session: AsyncSession) -> dict[uuid.UUID, str | None]:
+    """Every charity's code, by partner id."""
+    rows = await session.execute(select(Partner.id, Partner.code).where(Partner.kind == "charity"))
+    return {row.id: row.code for row in rows}
+
+
 async def create_partner(
     session: AsyncSession,
     *,
@@ -41,9 +70,11 @@ async def create_partner(
     settlement_currency: str,
     shards: int,
     min_donation_points: int | None = None,
+    code: str | None = None,
 ) -> PartnerInfo:
     """Register a partner and open its accounts: issuance shards on its own points ledger
-    (brands), and settlement shards on the money ledger (everyone)."""
+    (brands), and settlement shards on the money ledger (everyone). Names are unique per kind;
+    a charity may have a stable ``code`` (``AID``) that donations name it by."""
     if kind not in PARTNER_KINDS:
         raise InvalidInput(f"kind must be one of {', '.join(PARTNER_KINDS)}")
     name = name.strip()
@@ -58,6 +89,7 @@ async def create_partner(
             raise InvalidInput(f"currency {currency} is taken")
     elif currency is not None:
         raise InvalidInput("only a brand has a points currency")
+    await _check_name_and_code(session, kind, name, code)
     if kind == "operator" and await session.scalar(
         select(Partner.id).where(Partner.kind == "operator")
     ):
@@ -69,6 +101,7 @@ async def create_partner(
         kind=kind,
         name=name,
         currency=currency,
+        code=code,
         shards=shards,
         min_donation_points=min_donation_points,
         created_at=utcnow(),
@@ -196,6 +229,28 @@ async def reencrypt_secrets(session: AsyncSession, old_master: bytes, new_master
         row.secret_nonce, row.secret_ciphertext = encrypt_secret(new_master, row.id, secret)
     await session.flush()
     return len(rows)
+
+
+async def list_keys(session: AsyncSession, partner_id: uuid.UUID) -> list[dict[str, Any]]:
+    """A partner's keys, oldest first: id, alg, when made and revoked; never a secret. An unknown
+    partner is :class:`PartnerNotFound`."""
+    if await session.get(Partner, partner_id) is None:
+        raise PartnerNotFound(f"no partner {partner_id}", partner_id=str(partner_id))
+    rows = await session.execute(
+        select(PartnerKey.id, PartnerKey.alg, PartnerKey.created_at, PartnerKey.revoked_at)
+        .where(PartnerKey.partner_id == partner_id)
+        .order_by(PartnerKey.created_at, PartnerKey.id)
+    )
+    return [
+        {
+            "key_id": row.id,
+            "alg": row.alg,
+            "created_at": rfc3339(row.created_at),
+            "revoked_at": None if row.revoked_at is None else rfc3339(row.revoked_at),
+            "active": row.revoked_at is None,
+        }
+        for row in rows
+    ]
 
 
 async def list_partners(session: AsyncSession) -> list[PartnerInfo]:

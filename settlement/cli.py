@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from exchange.commands import emit, run_with_session
+from exchange.commands import TABLE_OPTION, emit, emit_rows, run_with_session
 from exchange.db import create_engine, session_maker
 from exchange.errors import DomainError
 from exchange.migrate import upgrade
@@ -45,12 +45,20 @@ def settlement_group() -> None:
     name="run", help="Settle every business day that has ended, oldest first (or one --date)."
 )
 @click.option("--date", "day", type=_DATE, default=None, help="One business date, YYYY-MM-DD.")
-def run_command(day: dt.datetime | None) -> None:
+@click.option(
+    "--cutoff-now",
+    is_flag=True,
+    help="With --date D, the current business day: cut it now instead of at its cutoff, to"
+    " settle a test day early (refused on a PostgreSQL database marked live).",
+)
+def run_command(day: dt.datetime | None, cutoff_now: bool) -> None:
     settings = get_settings()
+    if cutoff_now and day is None:
+        raise click.UsageError("--cutoff-now needs --date (the current business day)")
     if settings.auto_migrate:
         upgrade(settings)
     try:
-        batches = asyncio.run(_run(settings, None if day is None else day.date()))
+        batches = asyncio.run(_run(settings, None if day is None else day.date(), cutoff_now))
     except DomainError as error:
         _refuse(error)
         return
@@ -60,7 +68,7 @@ def run_command(day: dt.datetime | None) -> None:
         emit([batch.as_dict() for batch in batches])
 
 
-async def _run(settings: Settings, day: dt.date | None) -> list[BatchView]:
+async def _run(settings: Settings, day: dt.date | None, cutoff_now: bool) -> list[BatchView]:
     keys = load_exchange_keys(settings)
     engine = create_engine(settings)
     sessions = session_maker(engine)
@@ -90,13 +98,32 @@ async def _run(settings: Settings, day: dt.date | None) -> list[BatchView]:
                 )
             else:
                 batches = [
-                    await settle_day(sessions, day, settings=settings, keys=keys, on_step=on_step)
+                    await settle_day(
+                        sessions,
+                        day,
+                        settings=settings,
+                        keys=keys,
+                        on_step=on_step,
+                        cutoff_now=cutoff_now,
+                    )
                 ]
             # A day settled before (or by another replica meanwhile) has no steps to report.
             progress.update(task, completed=len(days) * len(STEPS))
     finally:
         await engine.dispose()
     return batches
+
+
+@settlement_group.command(name="list", help="The latest batches, newest first.")
+@click.option("--limit", type=click.IntRange(1, 366), default=30, show_default=True)
+@TABLE_OPTION
+def list_command(limit: int, table: bool) -> None:
+    from settlement.views import list_batches
+
+    async def work(session: AsyncSession, _settings: Settings) -> list[dict[str, Any]]:
+        return [row.as_dict() for row in await list_batches(session, limit=limit)]
+
+    emit_rows(run_with_session(work), table=table, title="settlement batches")
 
 
 @settlement_group.command(name="show", help="Show a business date's batch.")

@@ -111,7 +111,7 @@ class SettlementsController(Controller):
         day = _business_date(business_date.removesuffix(CSV_SUFFIX))
         document, signature = await statement_service.get(caller.id, day)
         if as_csv:
-            return Response(statement_service.csv(document), media_type="text/csv; charset=utf-8")
+            return Response(statement_service.csv(document), media_type="text/csv")
         return Response(StatementOut(statement=document, signature=DocumentSignature(**signature)))
 
 

@@ -50,6 +50,9 @@ class SettlementBatch(Base):
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     business_date: Mapped[dt.date] = mapped_column(Date)
     cutoff_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    calendar: Mapped[str | None] = mapped_column(String(80))
+    """The zone and cutoff the day was cut with (``"UTC 00:00:00"``), `` early`` appended when
+    an operator cut a test day at the moment of the run; ``NULL`` on batches from before."""
     status: Mapped[str] = mapped_column(String(16), default="open")
     currency: Mapped[str] = mapped_column(String(16))
     minor_exponent: Mapped[int] = mapped_column(SmallInteger)

@@ -10,9 +10,9 @@ from sqlalchemy import Row, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from exchange.base import utcnow
-from exchange.errors import InvalidInput, SettlementOutOfOrder
+from exchange.errors import InvalidInput, SettlementCalendarChanged, SettlementOutOfOrder
 from exchange.settings import Settings
-from settlement.calendar import BusinessCalendar, Calendar, last_complete_day
+from settlement.calendar import BusinessCalendar, Calendar, last_complete_day, parse_cutoff
 from settlement.tables import account_t, posting_t
 from settlement.views import latest_batch
 
@@ -45,18 +45,30 @@ async def check_order(
     latest: Row[Any] | None,
     calendar: Calendar,
     currency: str,
+    label: str,
 ) -> None:
     """Refuse to settle ``business_date`` unless it is the next day (:class:`SettlementOutOfOrder`),
-    in the currency settled so far (:class:`InvalidInput`); ``latest`` is the last batch."""
+    in the currency settled so far (:class:`InvalidInput`), with the calendar the batches before
+    were cut with (:class:`SettlementCalendarChanged`); ``latest`` is the last batch."""
     if latest is None:
         first = await first_money_posting_at(session, currency)
-        if first is not None and first < calendar.cutoff_at(business_date - dt.timedelta(days=1)):
-            earliest = calendar.business_date_of(first)
+        if first is None:
+            return
+        earliest = calendar.business_date_of(first)
+        if first < calendar.cutoff_at(business_date - dt.timedelta(days=1)):
             raise SettlementOutOfOrder(
                 f"business date {earliest} has money postings and must settle first",
                 next_business_date=earliest.isoformat(),
             )
+        if business_date < earliest:
+            # A day before the first money posting would be an empty batch that fixes where
+            # days start: most likely a run with another calendar than the service's.
+            raise SettlementOutOfOrder(
+                f"nothing to settle before business date {earliest}, the first with money",
+                next_business_date=earliest.isoformat(),
+            )
         return
+    check_calendar(latest, label)
     if latest.currency != currency:
         raise InvalidInput(
             f"settled so far in {latest.currency}, now configured for {currency}",
@@ -73,6 +85,27 @@ async def check_order(
             f"the cutoff of {business_date} ({cutoff_at}) is not after the last batch's"
             f" ({latest.cutoff_at}); business days must move forward",
             next_business_date=expected.isoformat(),
+        )
+
+
+def calendar_label(settings: Settings) -> str:
+    """The calendar a batch is cut with, as recorded on it: ``"<zone> <HH:MM:SS>"``."""
+    return f"{settings.settlement_timezone} {parse_cutoff(settings.settlement_cutoff).isoformat()}"
+
+
+def check_calendar(latest: Row[Any], label: str) -> None:
+    """Refuse a calendar other than the one the last batch was cut with (early or not)."""
+    recorded = latest.calendar
+    if recorded is None:
+        return
+    recorded = recorded.removesuffix(" early")
+    if recorded != label:
+        raise SettlementCalendarChanged(
+            f"the batches so far were cut at {recorded}, this run is configured for {label}:"
+            " set EXCHANGE_SETTLEMENT_TIMEZONE and EXCHANGE_SETTLEMENT_CUTOFF as the service has"
+            " them",
+            recorded=recorded,
+            configured=label,
         )
 
 

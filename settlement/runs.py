@@ -24,9 +24,14 @@ from collections.abc import Callable
 from sqlalchemy import insert, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from exchange.base import utcnow
-from exchange.dialect import refresh_statistics, take_settlement_lock, tune_settlement_transaction
-from exchange.errors import SettlementNotDue
+from exchange.base import rfc3339, utcnow
+from exchange.dialect import (
+    database_is_live,
+    refresh_statistics,
+    take_settlement_lock,
+    tune_settlement_transaction,
+)
+from exchange.errors import EarlyCutoffRefused, SettlementNotDue
 from exchange.settings import Settings
 from exchange.signing import ExchangeKeys
 from exchange.transparency.scheduler import checkpoint_now
@@ -42,7 +47,7 @@ from settlement.conclusions import (
     write_positions,
 )
 from settlement.donations import donation_stats
-from settlement.order import check_order, last_due, next_date
+from settlement.order import calendar_label, check_order, last_due, next_date
 from settlement.pairing import Day, pair_day
 from settlement.ranges import take_ranges
 from settlement.statements import issue_statements
@@ -67,21 +72,56 @@ async def settle_day(
     calendar: Calendar | None = None,
     now: dt.datetime | None = None,
     on_step: OnStep | None = None,
+    cutoff_now: bool = False,
 ) -> BatchView:
     """Settle one business day, in one database transaction, and return its batch; a day
-    already settled returns the batch it has. Refuses a day whose cutoff has not passed
-    (:class:`SettlementNotDue`) and a day out of order (:class:`SettlementOutOfOrder`)."""
+    already settled returns the batch it has, whatever the time and the settings. Refuses a day
+    whose cutoff has not passed (:class:`SettlementNotDue`) and a day out of order
+    (:class:`SettlementOutOfOrder`).
+
+    ``cutoff_now`` cuts the current business day at ``now`` instead of its cutoff, to settle a
+    test day early (:func:`check_early`: refused on a PostgreSQL database marked live)."""
     calendar = calendar or BusinessCalendar.from_settings(settings)
     now = now or utcnow()
-    if calendar.cutoff_at(business_date) > now:
+    async with session_factory() as session:
+        existing = await batch_row(session, business_date)
+        if existing is not None:
+            return await batch_view(session, existing)
+    early = None
+    if cutoff_now and calendar.cutoff_at(business_date) > now:
+        async with session_factory() as session:
+            await check_early(session, calendar, business_date, now)
+        early = now
+    elif calendar.cutoff_at(business_date) > now:
         raise SettlementNotDue(
-            f"business date {business_date} ends at {calendar.cutoff_at(business_date)}",
+            f"business date {business_date} ends at {rfc3339(calendar.cutoff_at(business_date))};"
+            " to settle a test day before then, add --cutoff-now",
             business_date=business_date.isoformat(),
+            cutoff_at=rfc3339(calendar.cutoff_at(business_date)),
         )
     async with session_factory() as session, session.begin():
         await take_settlement_lock(session, SETTLEMENT_LOCK_ID, wait=True)
         return await _settle_locked(
-            session, business_date, calendar=calendar, settings=settings, keys=keys, on_step=on_step
+            session, business_date, calendar=calendar, settings=settings, keys=keys,
+            on_step=on_step, early=early,
+        )  # fmt: skip
+
+
+async def check_early(
+    session: AsyncSession, calendar: Calendar, business_date: dt.date, now: dt.datetime
+) -> None:
+    """Only the current business day may be cut early, and never on a PostgreSQL database
+    marked live (``ALTER DATABASE ... SET exchange.live = 'on'``)."""
+    if await database_is_live(session):
+        raise EarlyCutoffRefused(
+            "this database is marked live (exchange.live = on): days settle at their cutoff",
+            business_date=business_date.isoformat(),
+        )
+    current = calendar.business_date_of(now)
+    if business_date != current:
+        raise EarlyCutoffRefused(
+            f"only the current business day ({current}) can be cut early",
+            business_date=business_date.isoformat(),
         )
 
 
@@ -134,14 +174,18 @@ async def _settle_locked(
     settings: Settings,
     keys: ExchangeKeys,
     on_step: OnStep | None,
+    early: dt.datetime | None = None,
 ) -> BatchView:
-    """Settle one day inside the caller's transaction, which holds the settlement lock."""
+    """Settle one day inside the caller's transaction, which holds the settlement lock; with
+    ``early``, cut at that moment rather than at the day's cutoff."""
     existing = await batch_row(session, business_date)
     if existing is not None:
         return await batch_view(session, existing)
-    currency, cutoff_at = settings.settlement_currency, calendar.cutoff_at(business_date)
+    currency = settings.settlement_currency
+    cutoff_at = calendar.cutoff_at(business_date) if early is None else early
     latest = await latest_batch(session)
-    await check_order(session, business_date, cutoff_at, latest, calendar, currency)
+    label = calendar_label(settings)
+    await check_order(session, business_date, cutoff_at, latest, calendar, currency, label)
 
     def step(name: str) -> None:
         if on_step is not None:
@@ -149,7 +193,8 @@ async def _settle_locked(
 
     await tune_settlement_transaction(session, settings.settlement_work_mem)
     now = utcnow()
-    header = await _open_batch(session, business_date, cutoff_at, settings, now)
+    label = label if early is None else f"{label} early"
+    header = await _open_batch(session, business_date, cutoff_at, settings, now, label)
     ranges = await take_ranges(session, header.batch_id, currency, cutoff_at)
     await refresh_statistics(session, "settlement_range")
     step("ranges")
@@ -183,6 +228,7 @@ async def _open_batch(
     cutoff_at: dt.datetime,
     settings: Settings,
     now: dt.datetime,
+    label: str,
 ) -> DayHeader:
     """Write the day's batch, ``open`` until the end of the run's transaction."""
     batch_id = await session.scalar(
@@ -190,6 +236,7 @@ async def _open_batch(
         .values(
             business_date=business_date,
             cutoff_at=cutoff_at,
+            calendar=label,
             status="open",
             currency=settings.settlement_currency,
             minor_exponent=settings.settlement_minor_exponent,

@@ -87,6 +87,8 @@ class PartnerCreate(RequestBody):
     """A brand's points currency code, such as ``SKY``."""
     min_donation_points: Points | None = None
     """A charity's minimum donation."""
+    code: Annotated[str, msgspec.Meta(pattern=r"^[A-Z][A-Z0-9]{1,15}$")] | None = None
+    """A charity's stable code, which donations may name it by."""
 
 
 class KeyCreate(RequestBody):
@@ -349,9 +351,12 @@ class PricingOut(msgspec.Struct):
 
 class CharityOut(msgspec.Struct):
     id: uuid.UUID
-    """What ``POST /v1/donations`` takes as ``charity``."""
+    """What ``POST /v1/donations`` takes as ``charity`` (or the ``code``)."""
     name: str
     min_donation_points: Points | None
+    code: str | None = None
+    """The charity's stable code (``AID``), as a brand has its currency; ``POST /v1/donations``
+    takes it as ``charity``."""
 
 
 class QuoteCreate(RequestBody):
@@ -434,8 +439,8 @@ class ConversionOut(msgspec.Struct):
 
 class DonationCreate(RequestBody):
     member_ref: MemberRef
-    charity: uuid.UUID
-    """The charity's partner id (``GET /v1/charities``)."""
+    charity: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    """The charity's code (``AID``) or partner id (``GET /v1/charities`` lists both)."""
     points: Points
     reference: Reference | None = None
 
@@ -466,10 +471,14 @@ class DonationReceiptOut(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class DonationOut(msgspec.Struct):
+    """Shaped as every operation's answer: ``transaction`` and ``receipt`` (the exchange's
+    signature over it), then what is particular to a donation under its own name."""
+
     transaction: TransactionOut
-    transaction_signature: DocumentSignature
-    """Over ``transaction``, as ``receipt`` is in the other operations' answers."""
-    receipt: DonationReceiptOut
+    receipt: DocumentSignature
+    """Over ``transaction``, as in every other operation's answer."""
+    donation_receipt: DonationReceiptOut
+    """The member's donation receipt, signed by the exchange over its own members."""
     balances: list[BalanceOut]
 
 

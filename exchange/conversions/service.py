@@ -31,6 +31,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from exchange.base import rfc3339
 from exchange.conversions.arithmetic import ConversionMoney, conversion_money
 from exchange.errors import InsufficientPoints, InvalidInput
 from exchange.ledger.engine import Leg, PostedTransaction, TransactionSpec, post_transaction
@@ -232,7 +233,7 @@ async def _enqueue_credit(
             "to_currency": conversion.to_currency,
             "to_member_ref": conversion.to_member_ref,
             "points": conversion.out,
-            "created_at": conversion.created_at.isoformat(),
+            "created_at": rfc3339(conversion.created_at),
         },
     )
 

@@ -70,7 +70,7 @@ class DonationsController(Controller):
         balance = await ledger.member_balance(db_session, caller, data.member_ref)
         return DonationOut(
             transaction=transaction,
-            transaction_signature=sign(exchange_keys, transaction),
-            receipt=signed_receipt(exchange_keys, donation),
+            receipt=sign(exchange_keys, transaction),
+            donation_receipt=signed_receipt(exchange_keys, donation),
             balances=[balance_out(balance)],
         )

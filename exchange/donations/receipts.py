@@ -9,6 +9,7 @@ from typing import Any
 
 import msgspec
 
+from exchange.base import rfc3339
 from exchange.contract.schemas import DonationReceiptOut
 from exchange.signing import ExchangeKeys
 
@@ -42,7 +43,7 @@ def donation_receipt_document(receipt: DonationReceipt) -> dict[str, Any]:
         "points": receipt.points,
         "amount_micros": receipt.amount_micros,
         "currency": receipt.currency,
-        "created_at": receipt.created_at.astimezone(dt.UTC).isoformat(),
+        "created_at": rfc3339(receipt.created_at),
     }
 
 

@@ -30,23 +30,38 @@ from exchange.ledger.parties import PartnerInfo
 from exchange.ledger.validation import check_points
 from exchange.pricing.accounts import settlement_accounts
 from exchange.pricing.service import moment_of, value_in_force
-from partners.service import get_partner, list_partners
+from partners.service import charity_codes, find_charity_by_code, get_partner, list_partners
 
 
 async def charities(session: AsyncSession) -> list[CharityOut]:
-    """The charities members can donate to, with their minimum donations."""
+    """The charities members can donate to, with their codes and minimum donations."""
+    codes = await charity_codes(session)
     return [
-        CharityOut(id=p.id, name=p.name, min_donation_points=p.min_donation_points)
+        CharityOut(
+            id=p.id, name=p.name, min_donation_points=p.min_donation_points, code=codes.get(p.id)
+        )
         for p in await list_partners(session)
         if p.kind == "charity"
     ]
 
 
-async def _charity(session: AsyncSession, charity_id: uuid.UUID | str, points: int) -> PartnerInfo:
-    """The charity, if it is one and takes a donation of ``points``."""
+async def _find(session: AsyncSession, charity: uuid.UUID | str) -> PartnerInfo:
+    """The partner ``charity`` names: its id, or a charity's code."""
+    if isinstance(charity, uuid.UUID):
+        return await get_partner(session, charity)
     try:
-        partner_id = charity_id if isinstance(charity_id, uuid.UUID) else uuid.UUID(charity_id)
-        charity = await get_partner(session, partner_id)
+        return await get_partner(session, uuid.UUID(charity))
+    except ValueError:
+        found = await find_charity_by_code(session, charity)
+        if found is None:
+            raise PartnerNotFound(f"no charity {charity}") from None
+        return found
+
+
+async def _charity(session: AsyncSession, charity_id: uuid.UUID | str, points: int) -> PartnerInfo:
+    """The charity (by id or code), if it is one and takes a donation of ``points``."""
+    try:
+        charity = await _find(session, charity_id)
     except (ValueError, TypeError, AttributeError, PartnerNotFound) as exc:
         raise NotACharity(f"{charity_id} is not a charity", charity=str(charity_id)) from exc
     if charity.kind != "charity":

@@ -11,6 +11,7 @@ Middleware that answers before a handler runs (signatures, idempotency) uses
 
 from __future__ import annotations
 
+import re
 from http import HTTPStatus
 from typing import Any
 
@@ -85,16 +86,31 @@ def from_domain_error(error: DomainError) -> Problem:
     return Problem(error.slug, error.title, error.status, error.detail, dict(error.extra))
 
 
+_BOUND = re.compile(r"(<=|>=) (-?\d+)$")
+
+
+def _named(entry: Any) -> Any:
+    """A field error with the bound it broke as a number (``maximum``, ``minimum``)."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("message"), str):
+        return entry
+    bound = _BOUND.search(entry["message"])
+    if bound is None:
+        return entry
+    return {**entry, "maximum" if bound[1] == "<=" else "minimum": int(bound[2])}
+
+
 def from_validation_error(error: ValidationException) -> Problem:
-    """A body, query or path value of the wrong shape: 422 with Litestar's field errors."""
-    errors = error.extra if isinstance(error.extra, list) else []
-    return Problem(
-        "invalid-request",
-        "The request is not valid",
-        422,
-        error.detail,
-        {"errors": errors},
-    )
+    """A body, query or path value of the wrong shape: 422 with Litestar's field errors, each
+    named in the detail (``query limit: Expected `int` <= 500``) and with its bound as a number."""
+    errors = [_named(entry) for entry in error.extra] if isinstance(error.extra, list) else []
+    causes = [
+        f"{getattr(entry.get('source'), 'value', entry.get('source') or 'body')}"
+        f" {entry.get('key', '')}: {entry['message']}".replace(" :", ":")
+        for entry in errors
+        if isinstance(entry, dict) and isinstance(entry.get("message"), str)
+    ]
+    detail = "; ".join(causes) if causes else error.detail
+    return Problem("invalid-request", "The request is not valid", 422, detail, {"errors": errors})
 
 
 def from_http_exception(error: HTTPException) -> Problem:

@@ -13,7 +13,7 @@ from sqlalchemy import Table, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from exchange.base import utcnow, uuid7
-from exchange.errors import HoldNotActive, HoldNotFound, InvalidAmount, InvalidInput
+from exchange.errors import HoldExceeded, HoldNotActive, HoldNotFound, InvalidInput
 from exchange.ledger.engine import Leg, PostedTransaction, TransactionSpec, post_transaction
 from exchange.ledger.members import MemberAccount, get_member
 from exchange.ledger.models import Account, Hold, Member
@@ -119,11 +119,7 @@ async def capture_hold(
     hold, member = await _locked_active_hold(session, partner, hold_id)
     captured = hold.points if points is None else check_points(points)
     if captured > hold.points:
-        raise InvalidAmount(
-            f"cannot capture {captured} points of a {hold.points}-point hold",
-            field="points",
-            held=hold.points,
-        )
+        raise HoldExceeded(held=hold.points, requested=captured)
     posted = await post_transaction(
         session,
         TransactionSpec(

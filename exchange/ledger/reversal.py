@@ -2,17 +2,33 @@
 
 Shares are cumulative (what has been reversed after this reversal, minus what had been before),
 so a run of partial reversals that reaches the whole reverses each posting exactly, money legs
-of a conversion included."""
+of a conversion included.
+
+A conversion's money follows its points: once a cumulative ``c`` of its ``P`` source points is
+reversed, ``floor(out * c / P)`` destination points and ``floor(fee * c / P)`` fee points are
+back, and the money legs reverse exactly those points at the values in force at the conversion
+(:func:`conversion_money_reversed`). So at every moment the destination is owed
+``(out - out reversed) * value(destination)`` and the operator
+``(fee - fee refunded) * value(source)``: a destination reconciles money against the points it
+holds, to the micro."""
 
 from __future__ import annotations
 
+import json
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import Table, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from exchange.errors import NotReversible, ReversalExceedsOriginal, TransactionNotFound
+from exchange.errors import (
+    NotReversible,
+    NotReversibleByYou,
+    ReversalExceedsOriginal,
+    TransactionNotFound,
+)
 from exchange.ledger.engine import Leg, PostedTransaction, TransactionSpec, post_transaction
 from exchange.ledger.models import Account, LedgerTransaction, Member, Posting
 from exchange.ledger.parties import PartnerInfo
@@ -61,6 +77,95 @@ def reversal_legs(
     return legs
 
 
+@dataclass(frozen=True)
+class ConversionTerms:
+    """What a conversion recorded of itself: its source points, fee, points out and the point
+    values in force when it was made."""
+
+    points: int
+    fee: int
+    out: int
+    source_value_micros: int
+    destination_value_micros: int
+
+
+def conversion_money_reversed(terms: ConversionTerms, before: int, after: int) -> tuple[int, int]:
+    """Micros the destination and the operator give back when the cumulative source points
+    reversed go from ``before`` to ``after``: the destination points and fee points that
+    reversal moves back (cumulative floors), times their values. Exact integers, never negative,
+    and they add up to the conversion's whole money once ``after`` reaches ``points``."""
+    total = terms.points
+    out_back = terms.out * after // total - terms.out * before // total
+    fee_back = terms.fee * after // total - terms.fee * before // total
+    return out_back * terms.destination_value_micros, fee_back * terms.source_value_micros
+
+
+def conversion_terms(details: str | None) -> ConversionTerms | None:
+    """The terms a conversion kept with its transaction; ``None`` when it kept none."""
+    if not details:
+        return None
+    kept = json.loads(details)
+    fields = ("points", "fee", "out", "source_value_micros", "destination_value_micros")
+    if not all(isinstance(kept.get(name), int) for name in fields):
+        return None
+    return ConversionTerms(**{name: kept[name] for name in fields})
+
+
+def conversion_reversal_legs(
+    originals: Sequence[tuple[int, str, int, uuid.UUID]],
+    source_partner_id: uuid.UUID,
+    money_ledger: str,
+    terms: ConversionTerms,
+    before: int,
+    after: int,
+) -> list[Leg]:
+    """Legs reversing a conversion from ``before`` to ``after`` cumulative source points:
+    points ledgers by cumulative shares, the money ledger by the points those legs move back.
+
+    ``originals`` are the conversion's postings ``(account_id, ledger, amount, partner_id)``.
+    On the money ledger the source brand's posting is the one negative leg, the destination's
+    the positive leg of the partner that owns the destination points, the operator's the other."""
+    points_rows = [
+        (account_id, ledger, amount)
+        for account_id, ledger, amount, _ in originals
+        if ledger != money_ledger
+    ]
+    legs = reversal_legs(points_rows, terms.points, before, after)
+    destination_partners = {
+        partner
+        for _, ledger, _, partner in originals
+        if ledger != money_ledger and partner != source_partner_id
+    }
+    destination_back, operator_back = conversion_money_reversed(terms, before, after)
+    for account_id, ledger, amount, partner in originals:
+        if ledger != money_ledger:
+            continue
+        if amount < 0:
+            share = destination_back + operator_back
+        elif partner in destination_partners:
+            share = -destination_back
+        else:
+            share = -operator_back
+        if share:
+            legs.append(Leg(account_id, share))
+    return legs
+
+
+async def _touched(session: AsyncSession, partner: PartnerInfo, transaction_id: uuid.UUID) -> bool:
+    """Whether the transaction moved any of the partner's accounts: a partner may learn that
+    it cannot reverse what it can read, and nothing of the rest."""
+    found = await session.scalar(
+        select(posting_t.c.id)
+        .join(account_t, account_t.c.id == posting_t.c.account_id)
+        .where(
+            posting_t.c.transaction_id == transaction_id,
+            account_t.c.partner_id == partner.id,
+        )
+        .limit(1)
+    )
+    return found is not None
+
+
 async def _reversible(
     session: AsyncSession, partner: PartnerInfo, transaction_id: uuid.UUID
 ) -> tuple[Any, int]:
@@ -74,6 +179,11 @@ async def _reversible(
         )
     ).first()
     if original is None:
+        if await _touched(session, partner, transaction_id):
+            raise NotReversibleByYou(
+                f"transaction {transaction_id} was made by another partner; only it may reverse it",
+                transaction_id=str(transaction_id),
+            )
         raise TransactionNotFound(
             f"no transaction {transaction_id}", transaction_id=str(transaction_id)
         )
@@ -94,6 +204,20 @@ async def _member_refs(session: AsyncSession, account_ids: list[int]) -> dict[in
         .where(account_t.c.id.in_(account_ids))
     )
     return {account_id: ref for account_id, ref in rows}
+
+
+def _legs(original: Any, originals: list[Any], before: int, after: int) -> list[Leg]:
+    """A conversion's legs follow its points (:func:`conversion_reversal_legs`); any other
+    transaction's, and a conversion that kept no terms, reverse each posting by shares."""
+    terms = conversion_terms(original.details) if original.kind == "convert" else None
+    if terms is not None and terms.points == original.points:
+        money_ledger = json.loads(original.details).get("settlement_currency")
+        if isinstance(money_ledger, str):
+            return conversion_reversal_legs(
+                originals, original.partner_id, money_ledger, terms, before, after
+            )
+    rows = [(account_id, ledger, amount) for account_id, ledger, amount, _ in originals]
+    return reversal_legs(rows, original.points, before, after)
 
 
 async def reverse(
@@ -119,17 +243,18 @@ async def reverse(
         )
     originals = (
         await session.execute(
-            select(posting_t.c.account_id, posting_t.c.ledger, posting_t.c.amount)
+            select(
+                posting_t.c.account_id,
+                posting_t.c.ledger,
+                posting_t.c.amount,
+                account_t.c.partner_id,
+            )
+            .join(account_t, account_t.c.id == posting_t.c.account_id)
             .where(posting_t.c.transaction_id == transaction_id)
             .order_by(posting_t.c.id)
         )
     ).all()
-    legs = reversal_legs(
-        [(r.account_id, r.ledger, r.amount) for r in originals],
-        original.points,
-        already,
-        already + amount,
-    )
+    legs = _legs(original, [tuple(r) for r in originals], already, already + amount)
     refs = await _member_refs(session, [leg.account_id for leg in legs])
     return await post_transaction(
         session,

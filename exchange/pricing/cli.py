@@ -11,13 +11,14 @@ import click
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from exchange.commands import emit, run_with_session
+from exchange.base import rfc3339
+from exchange.commands import TABLE_OPTION, emit, emit_rows, run_with_session
 from exchange.settings import Settings
 
 
 def _as_dict(view: msgspec.Struct) -> dict[str, Any]:
     return {
-        key: value.isoformat() if isinstance(value, dt.datetime) else value
+        key: rfc3339(value) if isinstance(value, dt.datetime) else value
         for key, value in msgspec.structs.asdict(view).items()
     }
 
@@ -93,13 +94,38 @@ def set_rate_command(
 
 @rates_group.command(name="list", help="Point values and rates in force.")
 @click.option("--at", default=None, callback=parse_moment, help="ISO 8601; default now.")
-def list_command(at: dt.datetime | None) -> None:
+@click.option("--from", "from_currency", default=None, help="Only rates from this currency.")
+@click.option("--to", "to_currency", default=None, help="Only rates to this currency.")
+@click.option("--currency", default=None, help="Only this brand's value and its rates.")
+@TABLE_OPTION
+def list_command(
+    at: dt.datetime | None,
+    from_currency: str | None,
+    to_currency: str | None,
+    currency: str | None,
+    table: bool,
+) -> None:
     from exchange.pricing.service import rates_in_force, values_in_force
 
+    def wanted(row: dict[str, Any], *keys: tuple[str, str | None]) -> bool:
+        return all(want is None or row.get(key) == want.upper() for key, want in keys)
+
     async def work(session: AsyncSession, _settings: Settings) -> dict[str, Any]:
+        values = [_as_dict(view) for view in await values_in_force(session, at)]
+        rates = [_as_dict(view) for view in await rates_in_force(session, at)]
         return {
-            "point_values": [_as_dict(view) for view in await values_in_force(session, at)],
-            "rates": [_as_dict(view) for view in await rates_in_force(session, at)],
+            "point_values": [v for v in values if wanted(v, ("currency", currency))],
+            "rates": [
+                r
+                for r in rates
+                if wanted(r, ("from_currency", from_currency), ("to_currency", to_currency))
+                and (currency is None or currency.upper() in (r["from_currency"], r["to_currency"]))
+            ],
         }
 
-    emit(run_with_session(work))
+    found = run_with_session(work)
+    if table:
+        emit_rows(found["point_values"], table=True, title="point values")
+        emit_rows(found["rates"], table=True, title="rates")
+    else:
+        emit(found)

@@ -26,7 +26,7 @@ import structlog
 from sqlalchemy import Table, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from exchange.base import uuid7
+from exchange.base import rfc3339, uuid7
 from exchange.contract.schemas import RateOut
 from exchange.contract.types import MAX_POINTS
 from exchange.conversions.arithmetic import (
@@ -308,7 +308,7 @@ async def find_quote(
         raise QuoteExpired(
             f"quote {quote_id} expired at {row.expires_at.isoformat()}",
             quote_id=str(quote_id),
-            expires_at=row.expires_at.isoformat(),
+            expires_at=rfc3339(row.expires_at),
         )
     return row
 

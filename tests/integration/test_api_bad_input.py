@@ -109,6 +109,10 @@ async def test_bad_query_values_are_invalid_request(api: SignedApi, funded: Part
         answer = await api.get("/v1/members/alice/transactions", as_=funded.sky, query=query)
         assert answer.status_code == 422, query
         assert answer.json()["type"] == PROBLEMS + "invalid-request"
+    too_many = await api.get("/v1/members/alice/transactions", as_=funded.sky, query="limit=1000")
+    # The cause is named, with the maximum (issue 16: it said "Validation failed" alone).
+    assert too_many.json()["detail"] == "query limit: Expected `int` <= 500"
+    assert too_many.json()["errors"][0]["maximum"] == 500
     answer = await api.get("/v1/members/alice/transactions", as_=funded.sky, query="cursor=zzz")
     assert answer.status_code == 400
     assert answer.json()["type"] == PROBLEMS + "invalid-cursor"

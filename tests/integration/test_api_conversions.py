@@ -124,9 +124,13 @@ async def test_alice_converts_10_000_sky_to_htl_and_sky_reverses_a_third(
     assert signed_by_exchange(api, hotel_side["transaction"], hotel_side["receipt"])
     operator_side = (await api.get(tx_path, as_=partners.operator)).json()
     assert lines(operator_side["transaction"]) == {"EUR:settlement": 1_200_000}
+    # Hotel Co may read the conversion but not reverse it: a 403 that says why (issue 16).
+    by_hotel = await api.post(f"{tx_path}/reversal", {"points": 1}, as_=htl)
+    assert (by_hotel.status_code, problem_type(by_hotel)) == (403, "not-reversible-by-you")
 
     # Sky Air reverses 3 333 of the 10 000 points: Alice gets them back, and gives back
-    # floor(7 425 * 0.3333) = 2 474 HTL; the money follows in proportion.
+    # floor(7 425 * 0.3333) = 2 474 HTL; the money follows those points: 2 474 HTL at 8 000
+    # and floor(100 * 0.3333) = 33 fee points at 12 000.
     reversed_ = await api.post(f"{tx_path}/reversal", {"points": 3_333}, as_=sky)
     assert reversed_.status_code == 201, reversed_.text
     reversal = reversed_.json()
@@ -134,7 +138,7 @@ async def test_alice_converts_10_000_sky_to_htl_and_sky_reverses_a_third(
     assert lines(reversal["transaction"]) == {
         "SKY:alice": 3_333,
         "SKY:issuance": -3_333,
-        "EUR:settlement": 20_197_980,
+        "EUR:settlement": 20_188_000,
     }
     assert reversal["balances"] == [
         {"member_ref": "alice", "balance": 13_333, "held": 0, "available": 13_333}

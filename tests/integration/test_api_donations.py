@@ -53,13 +53,15 @@ async def test_alice_gives_5_000_sky_to_clean_water_and_sky_reverses_it_in_two_p
 ) -> None:
     sky = partners.sky
     listed = (await api.get("/v1/charities", as_=sky)).json()
-    assert listed == [{"id": charity["id"], "name": "Clean Water", "min_donation_points": 100}]
+    assert listed == [
+        {"id": charity["id"], "name": "Clean Water", "min_donation_points": 100, "code": None}
+    ]
 
     answer = await api.post("/v1/donations", _donate(charity["id"], 5_000), as_=sky)
     assert answer.status_code == 201, answer.text
     body = answer.json()
     transaction = body["transaction"]
-    receipt = dict(body["receipt"])
+    receipt = dict(body["donation_receipt"])
     signature = receipt.pop("signature")
     assert receipt == {
         "type": "donation-receipt",
@@ -77,7 +79,9 @@ async def test_alice_gives_5_000_sky_to_clean_water_and_sky_reverses_it_in_two_p
     assert signature["key_id"] in keys
     assert signed_by_exchange(api, receipt, signature)
     assert not signed_by_exchange(api, {**receipt, "amount_micros": 60_000_001}, signature)
-    assert signed_by_exchange(api, transaction, body["transaction_signature"])
+    # One answer shape (issue 16): ``receipt`` signs the transaction, as in every operation.
+    assert signed_by_exchange(api, transaction, body["receipt"])
+    assert "transaction_signature" not in body
 
     assert (transaction["kind"], transaction["points"]) == ("donate", 5_000)
     assert lines(transaction) == {
@@ -153,7 +157,8 @@ async def test_refusals_post_nothing(
         ("to the operator", sky, _donate(partners.operator.partner.id, 1_000), 422,
          "not-a-charity"),
         ("to nobody", sky, _donate(uuid.uuid4(), 1_000), 422, "not-a-charity"),
-        ("to a malformed id", sky, _donate("clean-water", 1_000), 422, "invalid-request"),
+        # A charity is named by id or by code: an unknown code is no charity.
+        ("to an unknown code", sky, _donate("clean-water", 1_000), 422, "not-a-charity"),
         ("below the charity's minimum", sky, _donate(water, 99), 422, "below-charity-minimum"),
         ("more than she has", sky, _donate(water, 20_001), 422, "insufficient-points"),
         ("another brand's member", htl, _donate(water, 1_000), 404, "member-not-found"),

@@ -166,7 +166,7 @@ async def test_pricing_refusals(api: SignedApi, partners: Partners) -> None:
 async def test_charities_are_listed_for_brands(api: SignedApi, partners: Partners) -> None:
     made = await api.post(
         "/v1/partners",
-        {"kind": "charity", "name": "Clean Water", "min_donation_points": 100},
+        {"kind": "charity", "name": "Clean Water", "min_donation_points": 100, "code": "AID"},
         as_=partners.operator,
     )
     assert made.status_code == 201, made.text
@@ -176,8 +176,8 @@ async def test_charities_are_listed_for_brands(api: SignedApi, partners: Partner
     answer = await api.get("/v1/charities", as_=partners.sky)
     assert answer.status_code == 200
     assert answer.json() == [
-        {"id": made.json()["id"], "name": "Clean Water", "min_donation_points": 100},
-        {"id": other.json()["id"], "name": "Food Bank", "min_donation_points": None},
+        {"id": made.json()["id"], "name": "Clean Water", "min_donation_points": 100, "code": "AID"},
+        {"id": other.json()["id"], "name": "Food Bank", "min_donation_points": None, "code": None},
     ]
 
 

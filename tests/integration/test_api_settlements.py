@@ -146,7 +146,7 @@ async def test_the_statement_as_csv_for_finance_teams(
     day, _, _ = settled_day
     answer = await api.get(f"/v1/settlements/{day}.csv", as_=partners.htl)
     assert answer.status_code == 200, answer.text
-    assert answer.headers["content-type"].startswith("text/csv")
+    assert answer.headers["content-type"] == "text/csv; charset=utf-8"  # once (issue 16)
     api.check_signed(answer)
     rows = list(
         csv.DictReader(line for line in io.StringIO(answer.text) if not line.startswith("#"))
@@ -185,13 +185,22 @@ async def test_only_the_operator_runs_reads_and_pays_batches(
     assert sorted(p["payout_minor"] for p in batch["positions"]) == [-12_060, 120, 5_940, 6_000]
     assert len(batch["instructions"]) <= len(batch["positions"]) - 1
 
-    # The fixture settled today as the scheduler will after tonight's cutoff; on the real
-    # clock the day has not ended, and the exchange says so.
-    not_due = await api.post(
+    # The fixture settled today as the scheduler will after tonight's cutoff. Asking for that
+    # day again answers its batch, whatever the clock says (issue 16: it said "not due").
+    again = await api.post(
         "/v1/settlement-batches", {"business_date": day.isoformat()}, as_=partners.operator
+    )
+    assert again.status_code == 201, again.text
+    assert [b["business_date"] for b in again.json()] == [day.isoformat()]
+    assert again.json()[0]["id"] == batch["id"]
+    # Tomorrow has not ended, and the exchange says so, with when it does.
+    tomorrow = (day + dt.timedelta(days=1)).isoformat()
+    not_due = await api.post(
+        "/v1/settlement-batches", {"business_date": tomorrow}, as_=partners.operator
     )
     assert not_due.status_code == 409
     assert problem_type(not_due) == "settlement-not-due"
+    assert not_due.json()["cutoff_at"].endswith("Z")
     # Every day that is due: none yet on the real clock, today's being settled ahead.
     due = await api.post("/v1/settlement-batches", {}, as_=partners.operator)
     assert due.status_code == 201, due.text

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -165,10 +166,27 @@ def test_a_brand_is_onboarded_with_its_keys(
 
     revoked = run(cli_settings, "partners", "revoke-key", hm_key["key_id"])
     assert (revoked["key_id"], revoked["partner_id"]) == (hm_key["key_id"], brand["id"])
-    assert revoked["revoked_at"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", revoked["revoked_at"])
     assert db.execute("SELECT id FROM partner_key WHERE revoked_at IS NOT NULL").fetchall() == [
         (hm_key["key_id"],)
     ]
+
+    # The lists an operator reads (issue 16): JSON, or a table with --table.
+    listed, keys, keys_table, listed_table = at_once(
+        cli_settings,
+        ("partners", "list"),
+        ("partners", "keys", brand["id"]),
+        ("partners", "keys", brand["id"], "--table"),
+        ("partners", "list", "--kind", "brand", "--table"),
+    )
+    assert json.loads(listed.stdout) == [brand]
+    shown = sorted((k["key_id"], k["alg"], k["active"]) for k in json.loads(keys.stdout))
+    assert shown == sorted(
+        [(ed_key["key_id"], "ed25519", True), (hm_key["key_id"], "hmac-sha256", False)]
+    )
+    assert all(k["created_at"].endswith("Z") for k in json.loads(keys.stdout))
+    assert "secret" not in keys.stdout
+    assert "ed25519" in keys_table.stdout and "Sky Air" in listed_table.stdout
 
 
 def test_a_charity_and_the_operator_are_created(

@@ -102,8 +102,7 @@ async def shown_as_answered(
     shown = await sdk("transaction", answer.transaction.id)
     assert isinstance(shown, TransactionReceiptOut)
     assert shown.transaction == answer.transaction
-    signature = answer.transaction_signature if isinstance(answer, DonationOut) else answer.receipt
-    assert shown.receipt == signature
+    assert shown.receipt == answer.receipt
     return shown
 
 
@@ -231,7 +230,7 @@ async def test_donations(sky_sdk: Sdk, coalition: Coalition) -> None:
     await balances_are_current(sdk, given)
     typed(given.transaction)
     await shown_as_answered(sdk, given)
-    receipt = given.receipt
+    receipt = given.donation_receipt
     assert receipt.id == str(given.transaction.id)
     assert (receipt.member_ref, receipt.points, receipt.amount_micros) == (
         "alice",
@@ -240,7 +239,7 @@ async def test_donations(sky_sdk: Sdk, coalition: Coalition) -> None:
     )
     assert receipt.charity.id == str(coalition.charity)
     again = await sdk("donate", "alice", str(coalition.charity), 100)  # the id as a string
-    assert again.receipt.points == 100
+    assert again.donation_receipt.points == 100
 
 
 async def test_batches(sky_sdk: Sdk) -> None:

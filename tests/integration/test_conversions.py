@@ -147,8 +147,8 @@ async def test_member_converts_10_000_sky_to_htl_at_1000_to_750_with_1_percent_f
     assert details["source_value_micros"] == 12_000
     assert details["destination_value_micros"] == 8_000
 
-    # Reverse 3 333 of the 10 000 points: cumulative floors, the largest leg of each ledger
-    # (SKY's issuance, HTL's issuance, SKY's settlement) taking the difference.
+    # Reverse 3 333 of the 10 000 points: cumulative floors on the points ledgers, and money
+    # that follows the points moved back: 2 474 HTL at 8 000 and 33 fee points at 12 000.
     async with sessions() as s, s.begin():
         first = await reverse(s, sky, conversion.transaction_id, 3_333)
     async with sessions() as s:
@@ -157,9 +157,9 @@ async def test_member_converts_10_000_sky_to_htl_at_1000_to_750_with_1_percent_f
             "SKY:issuance": -3_333,
             "HTL:issuance": 2_474,  # floor(7 425 * 0.3333) = floor(2 474.75)
             "HTL:alice": -2_474,
-            "EUR:Sky Air": 20_197_980,
-            "EUR:Hotel Co": -19_798_020,  # 59 400 000 * 0.3333
-            "EUR:Coalition": -399_960,  # 1 200 000 * 0.3333
+            "EUR:Sky Air": 20_188_000,
+            "EUR:Hotel Co": -19_792_000,  # 2 474 * 8 000
+            "EUR:Coalition": -396_000,  # floor(100 * 0.3333) = 33 fee points * 12 000
         }
     # ... and the other 6 667: each leg's remainder, exactly.
     async with sessions() as s, s.begin():
@@ -171,9 +171,9 @@ async def test_member_converts_10_000_sky_to_htl_at_1000_to_750_with_1_percent_f
             "SKY:issuance": -6_667,
             "HTL:issuance": 4_951,
             "HTL:alice": -4_951,
-            "EUR:Sky Air": 40_402_020,
-            "EUR:Hotel Co": -39_601_980,
-            "EUR:Coalition": -800_040,
+            "EUR:Sky Air": 40_412_000,
+            "EUR:Hotel Co": -39_608_000,  # 4 951 * 8 000
+            "EUR:Coalition": -804_000,  # 67 * 12 000
         }
         assert await balances(s) == before
     reversal = await _transaction(sessions, rest.id)

@@ -126,9 +126,9 @@ async def test_the_receipt_document_is_what_gets_signed(
         "points": 100,
         "amount_micros": 1_200_000,
         "currency": "EUR",
-        "created_at": receipt.created_at.isoformat(),
+        "created_at": receipt.created_at.isoformat().replace("+00:00", "Z"),
     }
-    assert document["created_at"].endswith("+00:00")
+    assert document["created_at"].endswith("Z")  # RFC 3339 UTC, as every timestamp (issue 16)
     private = Ed25519PrivateKey.generate()
     keys = ExchangeKeys(private, "test", {"test": private.public_key()})
     signature = keys.sign_document(document)

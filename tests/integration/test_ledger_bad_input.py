@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from exchange.base import uuid7
 from exchange.errors import (
     DomainError,
+    HoldExceeded,
     HoldNotActive,
     HoldNotFound,
     InsufficientPoints,
@@ -227,9 +228,10 @@ async def test_a_finished_hold_is_not_active(sessions: Sessions, book: Book) -> 
 
 async def test_capturing_more_than_is_held_is_refused(sessions: Sessions, book: Book) -> None:
     refusal = await assert_refused(
-        sessions, lambda s: capture_hold(s, book.sky, book.active_hold, 11), InvalidAmount
+        sessions, lambda s: capture_hold(s, book.sky, book.active_hold, 11), HoldExceeded
     )
-    assert refusal.extra == {"field": "points", "held": 10}
+    assert refusal.extra == {"field": "points", "held": 10, "requested": 11}
+    assert refusal.title == "A capture cannot take more than the hold reserved"
     assert await alice(sessions, book.sky) == (94, 10, 84)
 
 

@@ -298,7 +298,7 @@ def test_operator_sets_and_lists_rates_from_the_command_line(cli_env: None) -> N
         rates_group,
         [*rate_args[:8], "800", *rate_args[9:], "--effective-at", "2999-01-01T00:00:00"],
     )
-    assert json.loads(future.output)["effective_at"] == "2999-01-01T00:00:00+00:00"
+    assert json.loads(future.output)["effective_at"] == "2999-01-01T00:00:00Z"
 
     listed = json.loads(runner.invoke(rates_group, ["list"]).output)
     assert [v["currency"] for v in listed["point_values"]] == ["HTL", "SKY"]

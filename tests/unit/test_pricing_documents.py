@@ -32,7 +32,7 @@ def test_the_receipt_document_is_canonical_json_in_utc() -> None:
     document = donation_receipt_document(_receipt(dt.datetime(2026, 11, 22, 16, 30, tzinfo=CET)))
     assert canonical_json(document) == (
         b'{"amount_micros":60000000,"charity":{"id":"01a203ea-9b2c-74d9-8d4e-30b7b695b2dd",'
-        b'"name":"Clean Water"},"created_at":"2026-11-22T15:30:00+00:00","currency":"EUR",'
+        b'"name":"Clean Water"},"created_at":"2026-11-22T15:30:00Z","currency":"EUR",'
         b'"id":"01a203ea-a2f7-76f2-9bbb-a10aaa303926","member_ref":"alice","points":5000,'
         b'"points_currency":"SKY","type":"donation-receipt"}'
     )
