@@ -27,6 +27,10 @@ How it is built, so that nothing is written twice:
 - the operations are :class:`Operation` descriptors over the plans, on a base both clients
   share: ``client.issue`` is typed ``(...) -> OperationOut`` on the sync client and
   ``(...) -> Awaitable[OperationOut]`` on the async one.
+
+Whole in one module (about 800 lines), because the plans, the conversation and the two
+drivers are the SDK's one public surface (``partners.client``, the name partners import): most
+of the length is one short plan per API call, each with its docstring, read as a list.
 """
 
 from __future__ import annotations

@@ -15,6 +15,11 @@ RFC 9421 Appendix B vectors and the package itself (as an independent signer) ar
 Only the components this API needs are supported: ``@method``, ``@path``, ``@query``,
 ``@authority``, ``@status`` and plain header fields. A signature covering anything else (for
 instance a component with parameters such as ``"content-digest";sf``) does not verify.
+
+One module of some 800 lines, on purpose: it is one protocol, and requests and answers share
+every piece of it (the parsing, the signature base, the serialiser, the checks of ``created``,
+``expires`` and the digest). Split, each half would import the other's private helpers; whole,
+it reads top to bottom as RFC 9421 does.
 """
 
 from __future__ import annotations

@@ -4,6 +4,11 @@ Request bodies are decoded strictly (see ``exchange.http.signed_api.decode_stric
 must be a JSON integer (not ``1.0``, ``"10"`` or ``true``), and unknown fields are refused with
 a 422 rather than ignored, so that a misspelt optional field (``refrence``) is not silently
 dropped. Answers may gain fields over time; clients should ignore fields they do not know.
+
+One module (under 600 lines) of the request and answer Structs of every feature, kept
+together because they are one document: the contract partners integrate against, read the way
+the OpenAPI document lists it; settlement's answers have a module of their own
+(``exchange.contract.settlement``).
 """
 
 from __future__ import annotations
