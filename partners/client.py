@@ -83,7 +83,7 @@ from exchange.contract.schemas import (
     TransactionReceiptOut,
     TransferCreate,
 )
-from exchange.contract.settlement import WebhookOut
+from exchange.contract.settlement import WebhookDeliveryOut, WebhookOut
 from exchange.contract.types import MemberRef, Points, Reference
 from partners.httpsig import RequestBinding, SignatureInvalid, sign_request, verify_response
 from partners.sdk_keys import KeyMaterial, signing_key
@@ -182,6 +182,8 @@ _STATEMENT = _answer(JsonObject)
 _KEYS = msgspec.json.Decoder(list[PublicKey])
 _HOLD = _answer(HoldOut)
 _WEBHOOK = _answer(WebhookOut)
+_DELIVERIES = _answer(list[WebhookDeliveryOut])
+_DELIVERY = _answer(WebhookDeliveryOut)
 
 
 def _text(response: httpx.Response) -> str:
@@ -419,6 +421,28 @@ def _set_webhook(url: str | None) -> Call[WebhookOut]:
 
     ``client.set_webhook("https://sky.example/exchange-events")``"""
     return Call("PUT", "/v1/partners/me/webhook", _WEBHOOK, body={"url": url})
+
+
+def _deliveries(
+    state: str | None = None, limit: int | None = None
+) -> Call[list[WebhookDeliveryOut]]:
+    """The caller's webhook events and how each delivery stands (``pending``, ``delivered`` or
+    ``dead``, with the last error), newest first; ``state`` keeps one kind.
+
+    ``[d.event_id for d in client.deliveries("dead")]``"""
+    return _get(
+        "/v1/partners/me/webhook/deliveries", _DELIVERIES, params={"state": state, "limit": limit}
+    )
+
+
+def _replay_delivery(
+    event_id: uuid.UUID | str, *, idempotency_key: str | None = None
+) -> Call[WebhookDeliveryOut]:
+    """Send a dead-lettered event again (once the receiver is fixed): it is ``pending`` anew.
+
+    ``client.replay_delivery(dead.event_id).state == "pending"``"""
+    path = f"/v1/partners/me/webhook/deliveries/{_segment(event_id)}/replay"
+    return _post(path, None, _DELIVERY, idempotency_key)
 
 
 def _settlement_csv(business_date: dt.date | str) -> Call[str]:
@@ -666,6 +690,8 @@ class _Operations:
     settlement_csv = Operation(_settlement_csv)
     read_hold = Operation(_read_hold)
     set_webhook = Operation(_set_webhook)
+    deliveries = Operation(_deliveries)
+    replay_delivery = Operation(_replay_delivery)
 
 
 _LIMITS = httpx.Limits(keepalive_expiry=4.0)

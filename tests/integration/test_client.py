@@ -27,9 +27,10 @@ import msgspec
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from exchange.base import utcnow
 from exchange.contract.schemas import (
     HoldOperationOut,
     MemberOut,
@@ -39,6 +40,7 @@ from exchange.contract.schemas import (
 )
 from exchange.ledger.models import LedgerTransaction, Posting
 from exchange.ledger.verify import verify_ledger
+from exchange.outbox import OutboxEvent, enqueue_event
 from exchange.settings import Settings
 from exchange.signing import verify_document
 from partners.client import (
@@ -676,3 +678,27 @@ async def test_refusals_are_problem_errors(
     voids = wire.calls("POST", f"/v1/holds/{hold.hold.id}/void")
     assert [r.status_code for _, r in voids] == [200, 409]  # the 409 was not retried
     assert_all_signed(live_server, wire, sky.hmac)
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+async def test_the_sdk_lists_dead_letters_and_replays_one(
+    flavour: str,
+    live_server: LiveServer,
+    sky: Brand,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """A brand reads its webhook deliveries and replays a dead one through the SDK."""
+    partner_id = uuid.UUID(sky.partner_id)
+    async with sessions() as session, session.begin():
+        event = await enqueue_event(session, partner_id, "conversion.credited", {"points": 1})
+        await session.execute(
+            update(OutboxEvent)
+            .where(OutboxEvent.id == event)
+            .values(attempts=15, dead_at=utcnow(), last_error="HTTP 500")
+        )
+    async with sdk_for(flavour, live_server, sky.ed25519) as sdk:
+        [dead] = await sdk("deliveries", "dead")
+        assert (dead.event_id, dead.state, dead.last_error) == (event, "dead", "HTTP 500")
+        replayed = await sdk("replay_delivery", event)
+        assert (replayed.event_id, replayed.state, replayed.attempts) == (event, "pending", 0)
+        assert await sdk("deliveries", "dead") == []
