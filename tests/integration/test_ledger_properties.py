@@ -44,10 +44,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from exchange.db import create_engine
 from exchange.errors import (
     DomainError,
+    HoldExceeded,
     HoldNotActive,
     HoldNotFound,
     InsufficientPoints,
-    InvalidAmount,
     InvalidInput,
     MemberNotFound,
     NotReversible,
@@ -149,7 +149,7 @@ class Model:
             if hold.status != "active":
                 return HoldNotActive
             if kind == "capture" and op[3] is not None and op[3] > hold.points:
-                return InvalidAmount
+                return HoldExceeded
         elif kind == "reverse":
             original = self.transaction_for(op)
             if original is None or original.brand != b:
