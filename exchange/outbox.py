@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -75,19 +75,35 @@ async def enqueue_event(
     now: dt.datetime | None = None,
 ) -> uuid.UUID:
     """Queue an event for a partner's webhook, in the caller's transaction; returns its id."""
-    if event_type not in EVENT_TYPES:
-        raise ValueError(f"unknown event type {event_type!r}")
-    event_id = uuid7()
-    now = now or utcnow()
-    await session.execute(
-        insert(outbox_t).values(
-            id=event_id,
-            partner_id=partner_id,
-            event_type=event_type,
-            payload=canonical_json(dict(payload)).decode(),
-            created_at=now,
-            attempts=0,
-            next_attempt_at=now,
-        )
-    )
+    (event_id,) = await enqueue_events(session, [(partner_id, event_type, payload)], now=now)
     return event_id
+
+
+async def enqueue_events(
+    session: AsyncSession,
+    events: Sequence[tuple[uuid.UUID, str, Mapping[str, Any]]],
+    *,
+    now: dt.datetime | None = None,
+) -> list[uuid.UUID]:
+    """Queue events (partner id, type, payload) in the caller's transaction, in one statement;
+    returns their ids."""
+    for _, event_type, _ in events:
+        if event_type not in EVENT_TYPES:
+            raise ValueError(f"unknown event type {event_type!r}")
+    now = now or utcnow()
+    ids = [uuid7() for _ in events]
+    rows = [
+        {
+            "id": event_id,
+            "partner_id": partner_id,
+            "event_type": event_type,
+            "payload": canonical_json(dict(payload)).decode(),
+            "created_at": now,
+            "attempts": 0,
+            "next_attempt_at": now,
+        }
+        for event_id, (partner_id, event_type, payload) in zip(ids, events, strict=True)
+    ]
+    if rows:
+        await session.execute(insert(outbox_t), rows)
+    return ids

@@ -7,7 +7,9 @@ of the same transaction with ``GET /v1/transactions/{id}``."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from litestar import Controller, Response, post
 from litestar.di import NamedDependency
@@ -20,12 +22,18 @@ from exchange.contract.schemas import (
     ConversionOut,
     ConversionTerms,
 )
-from exchange.conversions.service import Conversion, PreparedConversion, prepare_conversion
+from exchange.conversions.service import (
+    Conversion,
+    ConversionAsk,
+    PreparedConversion,
+    prepare_conversions,
+    record_conversions,
+)
+from exchange.errors import DomainError
 from exchange.ledger.engine import PostedTransaction, TransactionSpec
 from exchange.ledger.grouped import GROUP_COMMIT_OPT, OperationPipeline, as_response
 from exchange.ledger.parties import PartnerInfo
-from exchange.ledger.reads import transaction_view
-from exchange.ledger.receipts import operation_out
+from exchange.ledger.receipts import posted_operation_out
 from exchange.openapi import IdempotentOperation, problem_spec
 from exchange.pricing.controllers import PRICING_422, QUOTE_PROBLEMS
 from exchange.pricing.service import destination_currency
@@ -63,9 +71,22 @@ def _terms(conversion: Conversion) -> ConversionTerms:
     )
 
 
+def _answer(keys: ExchangeKeys, prepared: PreparedConversion, posted: PostedTransaction,
+            conversion: Conversion) -> ConversionOut:  # fmt: skip
+    answer = posted_operation_out(keys, posted, prepared.own_accounts)
+    return ConversionOut(
+        transaction=answer.transaction,
+        receipt=answer.receipt,
+        conversion=_terms(conversion),
+        balances=answer.balances,
+    )
+
+
 @dataclass
 class _GroupedConversion:
-    """A conversion request in its group (``exchange.ledger.grouped.PreparedOperation``)."""
+    """A conversion request in its group (``exchange.ledger.grouped.PreparedOperation``): the
+    group's conversions read what they need together (:meth:`prepare_all`) and record together
+    (:meth:`answer_all`); the answer is made from the engine's lines, not read back."""
 
     caller: PartnerInfo
     idempotency_key: str
@@ -77,30 +98,58 @@ class _GroupedConversion:
         """The quote it would spend: locked when prepared, spent once posted."""
         return None if self.data.quote_id is None else f"quote:{self.data.quote_id}"
 
-    async def prepare(self, session: AsyncSession) -> TransactionSpec:
+    async def _ask(self, session: AsyncSession) -> ConversionAsk:
         data = self.data
-        self.prepared = await prepare_conversion(
-            session, self.caller, data.member_ref,
-            await destination_currency(session, data.to_partner),
-            data.to_member_ref, data.points,
-            quote_id=data.quote_id, reference=data.reference,
-            idempotency_key=self.idempotency_key,
+        return ConversionAsk(
+            self.caller, data.member_ref, await destination_currency(session, data.to_partner),
+            data.to_member_ref, data.points, data.quote_id, data.reference, self.idempotency_key,
         )  # fmt: skip
-        return self.prepared.spec()
+
+    @classmethod
+    async def prepare_all(
+        cls, session: AsyncSession, operations: Sequence[_GroupedConversion]
+    ) -> list[TransactionSpec | DomainError]:
+        asks: dict[int, ConversionAsk] = {}
+        outcomes: list[TransactionSpec | DomainError | None] = [None] * len(operations)
+        for index, operation in enumerate(operations):
+            try:
+                asks[index] = await operation._ask(session)
+            except DomainError as error:
+                outcomes[index] = error
+        prepared = await prepare_conversions(session, list(asks.values()))
+        for index, result in zip(asks, prepared, strict=True):
+            if isinstance(result, DomainError):
+                outcomes[index] = result
+            else:
+                operations[index].prepared = result
+                outcomes[index] = result.spec()
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    async def prepare(self, session: AsyncSession) -> TransactionSpec:
+        (outcome,) = await self.prepare_all(session, [self])
+        if isinstance(outcome, DomainError):
+            raise outcome
+        return outcome
+
+    @classmethod
+    async def answer_all(
+        cls,
+        session: AsyncSession,
+        posted: Sequence[tuple[_GroupedConversion, PostedTransaction]],
+        keys: ExchangeKeys,
+    ) -> list[ConversionOut]:
+        pairs = [(cast(PreparedConversion, op.prepared), result) for op, result in posted]
+        conversions = await record_conversions(session, pairs)
+        return [
+            _answer(keys, prepared, result, conversion)
+            for (prepared, result), conversion in zip(pairs, conversions, strict=True)
+        ]
 
     async def answer(
         self, session: AsyncSession, posted: PostedTransaction, keys: ExchangeKeys
     ) -> ConversionOut:
-        assert self.prepared is not None
-        conversion = await self.prepared.posted(session, posted)
-        view = await transaction_view(session, self.caller, conversion.transaction_id)
-        answer = operation_out(keys, view, posted.balances)
-        return ConversionOut(
-            transaction=answer.transaction,
-            receipt=answer.receipt,
-            conversion=_terms(conversion),
-            balances=answer.balances,
-        )
+        (answer,) = await self.answer_all(session, [(self, posted)], keys)
+        return answer
 
 
 class ConversionsController(Controller):

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,24 +34,25 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from exchange.base import rfc3339
 from exchange.conversions.arithmetic import ConversionMoney, conversion_money
-from exchange.errors import InsufficientPoints, InvalidInput
+from exchange.errors import DomainError, InsufficientPoints, InvalidInput, MemberNotFound, SameBrand
 from exchange.ledger.engine import Leg, PostedTransaction, TransactionSpec, post_transaction
+from exchange.ledger.expiry import available_points
+from exchange.ledger.members import MemberAccount, brand_currency, find_members_of_brands
 from exchange.ledger.parties import PartnerInfo
-from exchange.ledger.reads import member_balance
-from exchange.ledger.validation import check_points
-from exchange.outbox import enqueue_event
+from exchange.ledger.validation import check_member_ref, check_points
+from exchange.outbox import enqueue_events
 from exchange.pricing.accounts import operator, settlement_accounts
 from exchange.pricing.quotes import (
+    ConversionEnds,
     ConversionParties,
     ConversionPrice,
     claim_quote,
-    conversion_ends,
-    destination_member,
     find_quote,
-    price_conversion,
+    not_enrolled,
+    priced,
     quoted_price,
 )
-from exchange.pricing.service import moment_of
+from exchange.pricing.service import PricesInForce, brand_by_currency, moment_of, prices_in_force
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,8 @@ class _Legs:
     legs: list[Leg]
     money: ConversionMoney
     settlement_currency: str
+    own: frozenset[int]
+    """The caller's accounts among the legs' (its member, issuance shard, settlement shard)."""
 
 
 async def _request(
@@ -116,25 +120,6 @@ async def _request(
         raise InvalidInput("member_ref, to_partner, to_member_ref and points are required")
     check_points(fields["points"])
     return _Request(**fields, quote=quote)
-
-
-async def _price(
-    session: AsyncSession,
-    caller: PartnerInfo,
-    destination: PartnerInfo,
-    request: _Request,
-    now: dt.datetime,
-) -> ConversionPrice:
-    if request.quote is None:
-        return await price_conversion(session, caller, destination, request.points, now)
-    return await quoted_price(session, request.quote)
-
-
-async def _can_pay(session: AsyncSession, caller: PartnerInfo, request: _Request) -> None:
-    """The member has the points available (the engine checks again, under its lock)."""
-    balance = await member_balance(session, caller, request.member_ref)
-    if balance.available < request.points:
-        raise InsufficientPoints(request.member_ref, balance.available, request.points)
 
 
 async def _legs(
@@ -165,7 +150,8 @@ async def _legs(
     ]
     if operator_id is not None:
         legs.append(Leg(settlement[operator_id][0], money.operator_fee_micros))
-    return _Legs(legs, money, settlement[caller.id][1])
+    own = frozenset({source.account_id, source.issuance_account_id, settlement[caller.id][0]})
+    return _Legs(legs, money, settlement[caller.id][1], own)
 
 
 def _record(
@@ -218,24 +204,42 @@ def _details(
     }
 
 
-async def _enqueue_credit(
-    session: AsyncSession, destination: PartnerInfo, conversion: Conversion
-) -> None:
-    """The destination brand learns of the credit by webhook; queued in this transaction, so
-    the event exists exactly when the conversion does."""
-    await enqueue_event(
+def _credited(destination: PartnerInfo, conversion: Conversion) -> tuple[Any, str, dict[str, Any]]:
+    """The event by which the destination brand learns of the credit (its webhook), queued in
+    the conversion's transaction, so that it exists exactly when the conversion does."""
+    payload = {
+        "transaction_id": str(conversion.transaction_id),
+        "from_currency": conversion.from_currency,
+        "to_currency": conversion.to_currency,
+        "to_member_ref": conversion.to_member_ref,
+        "points": conversion.out,
+        "created_at": rfc3339(conversion.created_at),
+    }
+    return destination.id, "conversion.credited", payload
+
+
+async def record_conversions(
+    session: AsyncSession,
+    posted: Sequence[tuple[PreparedConversion, PostedTransaction]],
+    now: dt.datetime | None = None,
+) -> list[Conversion]:
+    """What conversions record once posted, for several at once (a group of requests): each
+    spends its quote, if any, and all their webhook events go in one statement."""
+    conversions: list[Conversion] = []
+    for prepared, transaction in posted:
+        if prepared.quote_id is not None:
+            await claim_quote(session, prepared.quote_id, moment_of(now))
+        conversions.append(
+            _record(prepared.request, prepared.price, prepared.legs, prepared.quote_id, transaction)
+        )
+    await enqueue_events(
         session,
-        destination.id,
-        "conversion.credited",
-        {
-            "transaction_id": str(conversion.transaction_id),
-            "from_currency": conversion.from_currency,
-            "to_currency": conversion.to_currency,
-            "to_member_ref": conversion.to_member_ref,
-            "points": conversion.out,
-            "created_at": rfc3339(conversion.created_at),
-        },
+        [
+            _credited(prepared.parties.destination, conversion)
+            for (prepared, _), conversion in zip(posted, conversions, strict=True)
+        ],
     )
+    return conversions
 
 
 @dataclass(frozen=True)
@@ -271,14 +275,174 @@ class PreparedConversion:
             details=_details(self.request, self.price, self.legs, self.quote_id),
         )
 
+    @property
+    def own_accounts(self) -> frozenset[int]:
+        """The caller's accounts among those the conversion posts on: what its answer shows."""
+        return self.legs.own
+
     async def posted(
         self, session: AsyncSession, posted: PostedTransaction, now: dt.datetime | None = None
     ) -> Conversion:
-        if self.quote_id is not None:
-            await claim_quote(session, self.quote_id, moment_of(now))
-        conversion = _record(self.request, self.price, self.legs, self.quote_id, posted)
-        await _enqueue_credit(session, self.parties.destination, conversion)
+        (conversion,) = await record_conversions(session, [(self, posted)], now)
         return conversion
+
+
+@dataclass(frozen=True)
+class ConversionAsk:
+    """One conversion as asked: its terms, or a quote whose terms it takes."""
+
+    caller: PartnerInfo
+    member_ref: str | None
+    to_partner: str | None
+    """The destination brand's currency code."""
+    to_member_ref: str | None
+    points: int | None
+    quote_id: uuid.UUID | None = None
+    reference: str | None = None
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True)
+class _Reads:
+    """What a set of conversions reads before any is decided, in a few statements for all of
+    them: destination brands, members of both sides, prices in force and quoted, available
+    points."""
+
+    destinations: dict[int, PartnerInfo | DomainError]
+    members: dict[tuple[uuid.UUID, str], MemberAccount]
+    prices: PricesInForce
+    quoted: dict[int, ConversionPrice]
+    available: dict[int, int]
+
+
+async def _destinations(
+    session: AsyncSession, requests: dict[int, _Request]
+) -> dict[int, PartnerInfo | DomainError]:
+    found: dict[int, PartnerInfo | DomainError] = {}
+    for index, request in requests.items():
+        try:
+            found[index] = await brand_by_currency(session, request.to_partner)
+        except DomainError as error:
+            found[index] = error
+    return found
+
+
+def _checked(ref: str) -> bool:
+    try:
+        check_member_ref(ref)
+    except DomainError:
+        return False
+    return True
+
+
+async def _read(
+    session: AsyncSession, asks: Sequence[ConversionAsk], requests: dict[int, _Request],
+    now: dt.datetime,
+) -> _Reads:  # fmt: skip
+    destinations = await _destinations(session, requests)
+    wanted: list[tuple[PartnerInfo, str]] = []
+    pairs: set[tuple[PartnerInfo, PartnerInfo]] = set()
+    for index, request in requests.items():
+        caller, destination = asks[index].caller, destinations[index]
+        if _checked(request.member_ref):
+            wanted.append((caller, request.member_ref))
+        if isinstance(destination, PartnerInfo):
+            if _checked(request.to_member_ref):
+                wanted.append((destination, request.to_member_ref))
+            if request.quote is None:
+                pairs.add((caller, destination))
+    members = await find_members_of_brands(session, wanted)
+    quoted = {
+        index: await quoted_price(session, request.quote)
+        for index, request in requests.items()
+        if request.quote is not None
+    }
+    sources = [
+        members[found]
+        for index, request in requests.items()
+        if (found := (asks[index].caller.id, request.member_ref)) in members
+    ]
+    available = await available_points(session, [member.account_id for member in sources], now)
+    prices = await prices_in_force(session, pairs, now)
+    return _Reads(destinations, members, prices, quoted, available)
+
+
+def _member(reads: _Reads, partner: PartnerInfo, ref: str) -> MemberAccount:
+    check_member_ref(ref)
+    member = reads.members.get((partner.id, ref))
+    if member is None:
+        raise MemberNotFound(ref)
+    return member
+
+
+def _ends(
+    caller: PartnerInfo, request: _Request, destination: PartnerInfo | DomainError, reads: _Reads
+) -> ConversionEnds:
+    """:func:`exchange.pricing.quotes.conversion_ends`, its refusals in the same order, from
+    what was read."""
+    brand_currency(caller)
+    source = _member(reads, caller, request.member_ref)
+    check_member_ref(request.to_member_ref, "to_member_ref")
+    if isinstance(destination, DomainError):
+        raise destination
+    if destination.id == caller.id:
+        to_partner = request.to_partner
+        raise SameBrand(f"{to_partner} points cannot be converted into {to_partner} points")
+    return ConversionEnds(destination, source)
+
+
+async def _decide(
+    session: AsyncSession, index: int, ask: ConversionAsk, request: _Request, reads: _Reads
+) -> PreparedConversion:
+    """One conversion's terms checked in order, from what was read: its ends, its price, the
+    points available, then (last: an answer costs a funded member of the caller's own; README,
+    "Members of other brands") whether the other brand enrolled the member; then its legs."""
+    caller = ask.caller
+    ends = _ends(caller, request, reads.destinations[index], reads)
+    price = reads.quoted.get(index)
+    if price is None:
+        price = priced(reads.prices, caller, ends.destination, request.points)
+    available = reads.available.get(ends.source_member.account_id, 0)
+    if available < request.points:
+        raise InsufficientPoints(request.member_ref, available, request.points)
+    target = reads.members.get((ends.destination.id, request.to_member_ref))
+    if target is None:
+        raise not_enrolled(caller, ends.destination, request.to_member_ref)
+    parties = ConversionParties(ends.destination, ends.source_member, target)
+    legs = await _legs(session, caller, parties, price)
+    return PreparedConversion(
+        caller, request, parties, price, legs, ask.quote_id, ask.reference, ask.idempotency_key
+    )
+
+
+async def prepare_conversions(
+    session: AsyncSession, asks: Sequence[ConversionAsk], at: dt.datetime | None = None
+) -> list[PreparedConversion | DomainError]:
+    """Everything of :func:`post_conversion` before the engine, for several conversions at
+    once (a group of requests), each priced at ``at`` (default now): the terms (with a quote,
+    the quote's, its row locked), the parties, the price and the legs, or its refusal. What they
+    read is read for all of them together; each is then decided alone."""
+    now = moment_of(at)
+    outcomes: list[PreparedConversion | DomainError | None] = [None] * len(asks)
+    requests: dict[int, _Request] = {}
+    for index, ask in enumerate(asks):
+        fields = {
+            "member_ref": ask.member_ref,
+            "to_partner": ask.to_partner,
+            "to_member_ref": ask.to_member_ref,
+            "points": ask.points,
+        }
+        try:
+            requests[index] = await _request(session, ask.caller, fields, ask.quote_id, now)
+        except DomainError as error:
+            outcomes[index] = error
+    reads = await _read(session, asks, requests, now)
+    for index, request in requests.items():
+        try:
+            outcomes[index] = await _decide(session, index, asks[index], request, reads)
+        except DomainError as error:
+            outcomes[index] = error
+    return [outcome for outcome in outcomes if outcome is not None]
 
 
 async def prepare_conversion(
@@ -294,29 +458,14 @@ async def prepare_conversion(
     idempotency_key: str | None = None,
     at: dt.datetime | None = None,
 ) -> PreparedConversion:
-    """Everything of :func:`post_conversion` before the engine: the terms (with a quote, the
-    quote's, its row locked), the parties, the price and the legs."""
-    now = moment_of(at)
-    fields = {
-        "member_ref": member_ref,
-        "to_partner": to_partner,
-        "to_member_ref": to_member_ref,
-        "points": points,
-    }
-    request = await _request(session, caller, fields, quote_id, now)
-    ends = await conversion_ends(
-        session, caller, request.member_ref, request.to_partner, request.to_member_ref
+    """:func:`prepare_conversions` of one; its refusal is raised."""
+    ask = ConversionAsk(
+        caller, member_ref, to_partner, to_member_ref, points, quote_id, reference, idempotency_key
     )
-    price = await _price(session, caller, ends.destination, request, now)
-    # Whether the other brand enrolled the member is asked last, once the conversion would
-    # otherwise go through: an answer costs a funded member of the caller's own (README,
-    # "Members of other brands").
-    await _can_pay(session, caller, request)
-    parties = await destination_member(session, caller, ends, request.to_member_ref)
-    legs = await _legs(session, caller, parties, price)
-    return PreparedConversion(
-        caller, request, parties, price, legs, quote_id, reference, idempotency_key
-    )
+    (prepared,) = await prepare_conversions(session, [ask], at)
+    if isinstance(prepared, DomainError):
+        raise prepared
+    return prepared
 
 
 async def post_conversion(

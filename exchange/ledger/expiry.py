@@ -100,3 +100,31 @@ async def active_held(
         )
     )
     return int(total or 0)
+
+
+_HELD_NOW = (
+    select(func.coalesce(func.sum(hold_t.c.points), 0))
+    .where(
+        hold_t.c.account_id == account_t.c.id,
+        hold_t.c.status == "active",
+        hold_t.c.expires_at > bindparam("now"),
+    )
+    .correlate(account_t)
+    .scalar_subquery()
+)
+_AVAILABLE = select(account_t.c.id, account_t.c.balance - _HELD_NOW).where(
+    account_t.c.id.in_(bindparam("account_ids", expanding=True))
+)
+
+
+async def available_points(
+    session: AsyncSession, account_ids: Collection[int], now: dt.datetime | None = None
+) -> dict[int, int]:
+    """Each account's balance less the points its active, unexpired holds keep (what
+    :func:`active_held` leaves available), in one statement for all of them."""
+    if not account_ids:
+        return {}
+    rows = await session.execute(
+        _AVAILABLE, {"account_ids": sorted(set(account_ids)), "now": now or utcnow()}
+    )
+    return {account_id: int(available) for account_id, available in rows}

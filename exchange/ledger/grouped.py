@@ -15,20 +15,17 @@ depend on the HTTP layer that implements it (idempotency records and the one com
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, cast
 
 import msgspec
 from litestar import MediaType, Response
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from exchange.dialect import is_postgresql
 from exchange.errors import ConcurrentUse, DomainError, MemberNotFound
 from exchange.ledger.engine import PostedTransaction, TransactionSpec, post_transactions
-from exchange.ledger.members import MemberAccount, brand_currency, find_members
+from exchange.ledger.members import MemberAccount, brand_currency, find_members_of_brands
 from exchange.ledger.operations import check_transfer, issue_spec, redeem_spec, transfer_spec
 from exchange.ledger.parties import PartnerInfo
 from exchange.ledger.receipts import posted_operation_out
@@ -59,7 +56,13 @@ class PreparedOperation(Protocol):
     undo while the group's transaction goes on. Once posted, :meth:`answer` records what the
     feature records and returns the answer. Operations that share an :attr:`exclusive_key` (a
     quote they would spend) are taken one per group, in key order, the same order in every
-    group, so that the rows they lock cannot deadlock two groups."""
+    group, so that the rows they lock cannot deadlock two groups.
+
+    A class may also define ``prepare_all(session, operations)`` (a classmethod returning each
+    one's spec or refusal, in order) and ``answer_all(session, [(operation, posted)], keys)``
+    (their answers, in order): the group then calls each once for all its operations of that
+    class, so that what they read and record costs a few statements for the group rather than
+    a few each."""
 
     @property
     def caller(self) -> PartnerInfo: ...
@@ -146,59 +149,6 @@ def _spec(operation: SingleOperation, members: Sequence[MemberAccount]) -> Trans
     return build(caller, members[0], points, reference=operation.reference, idempotency_key=key)
 
 
-# One probe of the member index per (brand, ref), whatever the sizes (a LIMIT keeps the lateral
-# subquery from being flattened into a join), then the brand's issuance shard by number.
-_FIND_MEMBERS_OF_BRANDS = text(
-    """
-    SELECT w.partner_id, w.ref, found.member_id, found.account_id, shard.id
-    FROM unnest(CAST(:partner_ids AS uuid[]), CAST(:refs AS text[]), CAST(:shards AS int[]))
-        AS w(partner_id, ref, shards)
-    CROSS JOIN LATERAL (
-        SELECT m.id AS member_id, a.id AS account_id
-        FROM member m JOIN account a ON a.member_id = m.id
-        WHERE m.partner_id = w.partner_id AND m.member_ref = w.ref
-        LIMIT 1
-    ) AS found
-    JOIN account shard ON shard.partner_id = w.partner_id AND shard.kind = 'issuance'
-        AND shard.member_id IS NULL AND shard.shard = found.account_id % w.shards
-    """
-)
-
-
-async def _members(
-    session: AsyncSession, operations: Sequence[SingleOperation]
-) -> dict[tuple[uuid.UUID, str], MemberAccount]:
-    """Every member the operations name, by (brand, ref): on PostgreSQL in one query for all
-    brands, on SQLite (in process, no round trips) with one query per brand."""
-    wanted: dict[tuple[uuid.UUID, str], PartnerInfo] = {}
-    for operation in operations:
-        for ref in operation.member_refs:
-            wanted[operation.caller.id, ref] = operation.caller
-    if not wanted:
-        return {}
-    if is_postgresql(session):
-        rows = await session.execute(
-            _FIND_MEMBERS_OF_BRANDS,
-            {
-                "partner_ids": [partner_id for partner_id, _ in wanted],
-                "refs": [ref for _, ref in wanted],
-                "shards": [partner.shards for partner in wanted.values()],
-            },
-        )
-        return {
-            (partner_id, ref): MemberAccount(member_id, ref, account_id, issuance_id)
-            for partner_id, ref, member_id, account_id, issuance_id in rows
-        }
-    by_brand: dict[uuid.UUID, tuple[PartnerInfo, set[str]]] = {}
-    for (partner_id, ref), partner in wanted.items():
-        by_brand.setdefault(partner_id, (partner, set()))[1].add(ref)
-    found: dict[tuple[uuid.UUID, str], MemberAccount] = {}
-    for partner, refs in by_brand.values():
-        for ref, member in (await find_members(session, partner, refs)).items():
-            found[partner.id, ref] = member
-    return found
-
-
 async def _single_specs(
     session: AsyncSession,
     operations: Sequence[GroupedOperation],
@@ -217,7 +167,9 @@ async def _single_specs(
         else:
             valid.append(index)
     singles = [cast(SingleOperation, operations[index]) for index in valid]
-    members = await _members(session, singles)
+    members = await find_members_of_brands(
+        session, [(operation.caller, ref) for operation in singles for ref in operation.member_refs]
+    )
     specs: dict[int, TransactionSpec] = {}
     for index, operation in zip(valid, singles, strict=True):
         partner_id = operation.caller.id
@@ -226,6 +178,23 @@ async def _single_specs(
             outcomes[index] = MemberNotFound(unknown[0])
             continue
         specs[index] = _spec(operation, [members[partner_id, ref] for ref in operation.member_refs])
+    return specs
+
+
+async def _prepare(
+    session: AsyncSession, operations: Sequence[PreparedOperation]
+) -> list[TransactionSpec | DomainError]:
+    """Specs of operations of one class: all at once where the class reads for many together
+    (``prepare_all``), else one by one."""
+    prepare_all = getattr(type(operations[0]), "prepare_all", None)
+    if prepare_all is not None:
+        return cast(list[TransactionSpec | DomainError], await prepare_all(session, operations))
+    specs: list[TransactionSpec | DomainError] = []
+    for operation in operations:
+        try:
+            specs.append(await operation.prepare(session))
+        except DomainError as error:
+            specs.append(error)
     return specs
 
 
@@ -241,7 +210,7 @@ async def _prepared_specs(
         for index, operation in enumerate(operations)
         if not isinstance(operation, SingleOperation)
     )
-    specs: dict[int, TransactionSpec] = {}
+    by_class: dict[type, list[tuple[int, PreparedOperation]]] = {}
     taken: set[str] = set()
     for key, index, operation in prepared:
         if key and key in taken:
@@ -250,11 +219,39 @@ async def _prepared_specs(
             )
             continue
         taken.add(key)
-        try:
-            specs[index] = await operation.prepare(session)
-        except DomainError as error:
-            outcomes[index] = error
+        by_class.setdefault(type(operation), []).append((index, operation))
+    specs: dict[int, TransactionSpec] = {}
+    for members in by_class.values():
+        results = await _prepare(session, [operation for _, operation in members])
+        for (index, _), result in zip(members, results, strict=True):
+            if isinstance(result, DomainError):
+                outcomes[index] = result
+            else:
+                specs[index] = result
     return specs
+
+
+async def _answers(
+    session: AsyncSession,
+    keys: ExchangeKeys,
+    posted: Sequence[tuple[int, PreparedOperation, PostedTransaction]],
+    outcomes: list[msgspec.Struct | DomainError | None],
+) -> None:
+    """The answers of the posted prepared operations, all of a class at once where it records
+    for many together (``answer_all``)."""
+    by_class: dict[type, list[tuple[int, PreparedOperation, PostedTransaction]]] = {}
+    for item in posted:
+        by_class.setdefault(type(item[1]), []).append(item)
+    for items in by_class.values():
+        answer_all = getattr(type(items[0][1]), "answer_all", None)
+        if answer_all is None:
+            for index, operation, result in items:
+                outcomes[index] = await operation.answer(session, result, keys)
+            continue
+        pairs = [(operation, result) for _, operation, result in items]
+        answers = await answer_all(session, pairs, keys)
+        for (index, _, _), answer in zip(items, answers, strict=True):
+            outcomes[index] = answer
 
 
 async def post_operations(
@@ -267,6 +264,7 @@ async def post_operations(
     specs.update(await _prepared_specs(session, operations, outcomes))
     posting = sorted(specs)
     results = await post_transactions(session, [specs[index] for index in posting])
+    prepared: list[tuple[int, PreparedOperation, PostedTransaction]] = []
     for index, result in zip(posting, results, strict=True):
         operation = operations[index]
         if isinstance(result, DomainError):
@@ -274,5 +272,6 @@ async def post_operations(
         elif isinstance(operation, SingleOperation):
             outcomes[index] = posted_operation_out(keys, result)
         else:
-            outcomes[index] = await operation.answer(session, result, keys)
+            prepared.append((index, operation, result))
+    await _answers(session, keys, prepared, outcomes)
     return [outcome for outcome in outcomes if outcome is not None]

@@ -8,13 +8,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Integer, String, Table, Uuid, bindparam, func, insert, select, true
+from sqlalchemy import Integer, String, Table, Uuid, bindparam, func, insert, select, text, true
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from exchange.base import utcnow, uuid7
-from exchange.dialect import for_dialect
+from exchange.dialect import for_dialect, is_postgresql
 from exchange.errors import MemberNotFound, NotABrand
 from exchange.ledger.chain import GENESIS_HASH
 from exchange.ledger.models import Account, Member
@@ -175,4 +175,55 @@ async def get_member(session: AsyncSession, partner: PartnerInfo, member_ref: st
     if found is None:
         raise MemberNotFound(member_ref)
     remember(session, "member", (partner.id, member_ref), found)  # its accounts never change
+    return found
+
+
+# One probe of the member index per (brand, ref), whatever the sizes (a LIMIT keeps the lateral
+# subquery from being flattened into a join), then the brand's issuance shard by number.
+_FIND_MEMBERS_OF_BRANDS = text(
+    """
+    SELECT w.partner_id, w.ref, found.member_id, found.account_id, shard.id
+    FROM unnest(CAST(:partner_ids AS uuid[]), CAST(:refs AS text[]), CAST(:shards AS int[]))
+        AS w(partner_id, ref, shards)
+    CROSS JOIN LATERAL (
+        SELECT m.id AS member_id, a.id AS account_id
+        FROM member m JOIN account a ON a.member_id = m.id
+        WHERE m.partner_id = w.partner_id AND m.member_ref = w.ref
+        LIMIT 1
+    ) AS found
+    JOIN account shard ON shard.partner_id = w.partner_id AND shard.kind = 'issuance'
+        AND shard.member_id IS NULL AND shard.shard = found.account_id % w.shards
+    """
+)
+
+
+async def find_members_of_brands(
+    session: AsyncSession, members: Iterable[tuple[PartnerInfo, str]]
+) -> dict[tuple[uuid.UUID, str], MemberAccount]:
+    """The members among ``members`` (brand, checked ref) that exist, by (brand id, ref): on
+    PostgreSQL in one query for all brands, on SQLite (in process, no round trips) with one
+    query per brand. A group of operations of many brands finds its members with it."""
+    wanted = {(partner.id, ref): partner for partner, ref in members}
+    if not wanted:
+        return {}
+    if is_postgresql(session):
+        rows = await session.execute(
+            _FIND_MEMBERS_OF_BRANDS,
+            {
+                "partner_ids": [partner_id for partner_id, _ in wanted],
+                "refs": [ref for _, ref in wanted],
+                "shards": [partner.shards for partner in wanted.values()],
+            },
+        )
+        return {
+            (partner_id, ref): MemberAccount(member_id, ref, account_id, issuance_id)
+            for partner_id, ref, member_id, account_id, issuance_id in rows
+        }
+    by_brand: dict[uuid.UUID, tuple[PartnerInfo, set[str]]] = {}
+    for (partner_id, ref), partner in wanted.items():
+        by_brand.setdefault(partner_id, (partner, set()))[1].add(ref)
+    found: dict[tuple[uuid.UUID, str], MemberAccount] = {}
+    for partner, refs in by_brand.values():
+        for ref, member in (await _members(session, partner, sorted(refs))).items():
+            found[partner.id, ref] = member
     return found

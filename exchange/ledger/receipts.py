@@ -7,7 +7,7 @@ canonically (``exchange.signing.canonical_json``) and checks the signature again
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 import msgspec
 
@@ -66,15 +66,23 @@ _OWN_ACCOUNTS_ONLY = frozenset({"issue", "redeem", "transfer"})
 """Kinds whose every posting is on the brand's own accounts, with no reversal or hold."""
 
 
-def posted_out(posted: PostedTransaction) -> tuple[TransactionOut, list[BalanceOut]]:
-    """A transaction of one brand's accounts just posted, and its members' balances after it,
-    as ``GET /v1/transactions/{id}`` will show it (tests hold the two equal), made from the
-    engine's lines rather than read back: issue, redeem, transfer and every batch item. Not for
-    a transaction that touches another partner's accounts (a conversion, a donation, their
-    reversals): the caller sees only its own postings of those, which takes the read."""
-    if posted.kind not in _OWN_ACCOUNTS_ONLY:
-        raise ValueError(f"a {posted.kind} transaction is read back, not made from its lines")
-    refs = posted.member_refs
+def posted_out(
+    posted: PostedTransaction, accounts: Collection[int] | None = None
+) -> tuple[TransactionOut, list[BalanceOut]]:
+    """A transaction just posted, and its members' balances after it, as ``GET
+    /v1/transactions/{id}`` will show its caller (tests hold the two equal), made from the
+    engine's lines rather than read back. ``accounts``: the caller's own accounts among those
+    the transaction touched, when it touched another partner's too (a conversion: the caller
+    sees only its own postings); without them, only a transaction of the brand's own accounts
+    (issue, redeem, transfer, every batch item) can be shown so."""
+    if accounts is None and posted.kind not in _OWN_ACCOUNTS_ONLY:
+        raise ValueError(f"a {posted.kind} transaction is shown only with its caller's accounts")
+    lines = [line for line in posted.postings if accounts is None or line.account_id in accounts]
+    refs = {
+        account_id: ref
+        for account_id, ref in posted.member_refs.items()
+        if accounts is None or account_id in accounts
+    }
     transaction = TransactionOut(
         id=posted.id,
         kind=posted.kind,
@@ -97,7 +105,7 @@ def posted_out(posted: PostedTransaction) -> tuple[TransactionOut, list[BalanceO
                 prev_hash=line.prev_hash.hex(),
                 counterparty_account_id=line.counterparty,
             )
-            for line in posted.postings
+            for line in lines
         ],
     )
     balances = []
@@ -107,9 +115,11 @@ def posted_out(posted: PostedTransaction) -> tuple[TransactionOut, list[BalanceO
     return transaction, balances
 
 
-def posted_operation_out(keys: ExchangeKeys, posted: PostedTransaction) -> OperationOut:
-    """:func:`posted_out`, signed: the answer to issue, redeem and transfer."""
-    transaction, balances = posted_out(posted)
+def posted_operation_out(
+    keys: ExchangeKeys, posted: PostedTransaction, accounts: Collection[int] | None = None
+) -> OperationOut:
+    """:func:`posted_out`, signed: the answer to issue, redeem, transfer and conversions."""
+    transaction, balances = posted_out(posted, accounts)
     return OperationOut(transaction=transaction, receipt=sign(keys, transaction), balances=balances)
 
 

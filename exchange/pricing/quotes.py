@@ -4,7 +4,7 @@
 (:mod:`exchange.conversions.service`) do first: find the caller's member and the destination
 brand, then the rate version and point values in force and the amounts they give
 (:mod:`exchange.conversions.arithmetic`). Only a conversion, and only once it would otherwise
-go through, looks up the destination brand's member (:func:`destination_member`). A quote
+go through, looks up the destination brand's member (:func:`not_enrolled` is its refusal). A quote
 records that price; a conversion that spends it takes the quote's rate version and values
 instead of those in force.
 
@@ -38,9 +38,9 @@ from exchange.conversions.arithmetic import (
 )
 from exchange.errors import (
     BelowMinimum,
+    DomainError,
     LimitExceeded,
     MemberNotEnrolled,
-    MemberNotFound,
     QuoteExpired,
     QuoteMismatch,
     QuoteNotFound,
@@ -54,11 +54,11 @@ from exchange.ledger.parties import PartnerInfo
 from exchange.ledger.validation import check_member_ref, check_points
 from exchange.pricing.models import Quote
 from exchange.pricing.service import (
+    PricesInForce,
     brand_by_currency,
     moment_of,
-    rate_in_force,
+    prices_in_force,
     rate_version,
-    value_in_force,
     whole_number,
 )
 from partners.models import Partner
@@ -76,7 +76,7 @@ quote_t = cast(Table, Quote.__table__)
 class ConversionEnds:
     """What a quote needs: the caller's member and the destination brand. Not the destination
     member: whether another brand enrolled a member is that brand's to know, and only a
-    conversion, which must credit someone, finds out (:func:`destination_member`)."""
+    conversion, which must credit someone, finds out (:func:`not_enrolled`)."""
 
     destination: PartnerInfo
     source_member: MemberAccount
@@ -105,22 +105,16 @@ async def conversion_ends(
     return ConversionEnds(destination, source_member)
 
 
-async def destination_member(
-    session: AsyncSession, caller: PartnerInfo, ends: ConversionEnds, to_member_ref: str
-) -> ConversionParties:
-    """The destination brand's member, for a conversion that is otherwise good to post; else
-    ``MemberNotEnrolled``, logged with the caller (a brand that collects these refusals is
-    probing another brand's members)."""
-    try:
-        member = await ledger.get_member(session, ends.destination, to_member_ref)
-    except MemberNotFound as exc:
-        log.warning(
-            "conversion to a member the destination has not enrolled",
-            caller=str(caller.id),
-            destination=ends.destination.currency,
-        )
-        raise MemberNotEnrolled(to_member_ref, ends.destination.currency or "") from exc
-    return ConversionParties(ends.destination, ends.source_member, member)
+def not_enrolled(caller: PartnerInfo, destination: PartnerInfo, to_member_ref: str) -> DomainError:
+    """The refusal of a conversion to a member the destination brand has not enrolled, logged
+    with the caller (a brand that collects these refusals is probing another brand's
+    members)."""
+    log.warning(
+        "conversion to a member the destination has not enrolled",
+        caller=str(caller.id),
+        destination=destination.currency,
+    )
+    return MemberNotEnrolled(to_member_ref, destination.currency or "")
 
 
 @dataclass(frozen=True)
@@ -154,6 +148,20 @@ def _amounts(
     return amounts
 
 
+def priced(
+    prices: PricesInForce, source: PartnerInfo, destination: PartnerInfo, points: int
+) -> ConversionPrice:
+    """``points`` of ``source`` priced into ``destination`` at ``prices``: the rate, the
+    amounts it gives, then both point values, refused in that order."""
+    rate = prices.rate(source, destination)
+    amounts = _amounts(points, rate, source, destination)
+    source_value = prices.value(source)
+    destination_value = prices.value(destination)
+    return ConversionPrice(
+        rate, amounts, source_value.micros_per_point, destination_value.micros_per_point
+    )
+
+
 async def price_conversion(
     session: AsyncSession,
     source: PartnerInfo,
@@ -162,13 +170,8 @@ async def price_conversion(
     now: dt.datetime,
 ) -> ConversionPrice:
     """``points`` of ``source`` priced into ``destination`` at the versions in force ``now``."""
-    rate = await rate_in_force(session, source, destination, now)
-    amounts = _amounts(points, rate, source, destination)
-    source_value = await value_in_force(session, source, now)
-    destination_value = await value_in_force(session, destination, now)
-    return ConversionPrice(
-        rate, amounts, source_value.micros_per_point, destination_value.micros_per_point
-    )
+    prices = await prices_in_force(session, [(source, destination)], now)
+    return priced(prices, source, destination, points)
 
 
 async def quoted_price(session: AsyncSession, quote: Any) -> ConversionPrice:

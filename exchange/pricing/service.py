@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, insert, select
+from sqlalchemy import Table, bindparam, func, insert, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -315,6 +317,88 @@ async def rate_in_force(
             to_currency=to_partner.currency,
         )
     return _rate_out(row)
+
+
+def _in_force(table: Table, keys: tuple[str, ...]) -> Any:
+    """The condition "this row is the version in force at ``:now`` for its key" (the newest
+    that took effect by then)."""
+    newer = table.alias("newer")
+    latest = (
+        select(func.max(newer.c.effective_at))
+        .where(
+            *(newer.c[key] == table.c[key] for key in keys),
+            newer.c.effective_at <= bindparam("now"),
+        )
+        .correlate(table)
+        .scalar_subquery()
+    )
+    return table.c.effective_at == latest
+
+
+# Built once, with expanding parameters: a group of conversions prices with these.
+_RATES_OF_PAIRS = _rate_query().where(
+    _in_force(rate_version_t, ("from_partner_id", "to_partner_id")),
+    tuple_(rate_version_t.c.from_partner_id, rate_version_t.c.to_partner_id).in_(
+        bindparam("pairs", expanding=True)
+    ),
+)
+_VALUES_OF_PARTNERS = select(point_value_t).where(
+    _in_force(point_value_t, ("partner_id",)),
+    point_value_t.c.partner_id.in_(bindparam("partner_ids", expanding=True)),
+)
+
+
+@dataclass(frozen=True)
+class PricesInForce:
+    """The rate versions of some pairs of brands and the point values of some brands, in force
+    at one moment, read in two statements (a group of conversions prices with them). A pair or
+    a brand missing has nothing in force: :meth:`rate` and :meth:`value` raise its refusal."""
+
+    rates: dict[tuple[uuid.UUID, uuid.UUID], RateOut]
+    values: dict[uuid.UUID, PointValueOut]
+
+    def rate(self, source: PartnerInfo, destination: PartnerInfo) -> RateOut:
+        rate = self.rates.get((source.id, destination.id))
+        if rate is None:
+            raise RateNotFound(
+                f"no rate from {source.currency} to {destination.currency} is in force",
+                from_currency=source.currency,
+                to_currency=destination.currency,
+            )
+        return rate
+
+    def value(self, partner: PartnerInfo) -> PointValueOut:
+        value = self.values.get(partner.id)
+        if value is None:
+            raise PointValueNotFound(
+                f"no point value is in force for {partner.currency or partner.name}",
+                currency=partner.currency,
+            )
+        return value
+
+
+async def prices_in_force(
+    session: AsyncSession,
+    pairs: Collection[tuple[PartnerInfo, PartnerInfo]],
+    at: dt.datetime | None = None,
+) -> PricesInForce:
+    """The rates of ``pairs`` (source, destination) and the values of their brands in force at
+    ``at`` (default now)."""
+    now = moment_of(at)
+    if not pairs:
+        return PricesInForce({}, {})
+    partners = {partner.id: partner for pair in pairs for partner in pair}
+    wanted = sorted({(source.id, destination.id) for source, destination in pairs})
+    rate_rows = await session.execute(_RATES_OF_PAIRS, {"pairs": wanted, "now": now})
+    rates = {(row.from_partner_id, row.to_partner_id): _rate_out(row) for row in rate_rows}
+    value_rows = await session.execute(
+        _VALUES_OF_PARTNERS, {"partner_ids": sorted(partners), "now": now}
+    )
+    values = {
+        row.partner_id: _point_value_out(row, partners[row.partner_id].currency or "")
+        for row in value_rows
+    }
+    return PricesInForce(rates, values)
 
 
 async def rates_in_force(session: AsyncSession, at: dt.datetime | None = None) -> list[RateOut]:
