@@ -2,6 +2,7 @@
 
 from exchange import outbox as outbox_models
 from exchange.base import Base
+from exchange.console import models as console_models
 from exchange.ledger import models as ledger_models
 from exchange.pricing import models as rate_models
 from exchange.transparency import models as log_models
@@ -11,6 +12,7 @@ from settlement import models as settlement_models
 metadata = Base.metadata
 
 __all__ = [
+    "console_models",
     "ledger_models",
     "log_models",
     "metadata",
