@@ -33,7 +33,10 @@ async def test_overview_smoke(
     await enrol(api, partners.sky, "alice", 20_000)
     await enrol(api, partners.htl, "alice")
     body: dict[str, Any] = {
-        "member_ref": "alice", "to_partner": "HTL", "to_member_ref": "alice", "points": 10_000
+        "member_ref": "alice",
+        "to_partner": "HTL",
+        "to_member_ref": "alice",
+        "points": 10_000,
     }
     assert (await api.post("/v1/conversions", body, as_=partners.sky)).status_code == 201
     today = UTC_DAYS.business_date_of(utcnow())
