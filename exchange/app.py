@@ -18,6 +18,7 @@ from litestar.openapi.config import OpenAPIConfig
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
 from exchange.cli import ExchangeCLIPlugin
+from exchange.console.router import console_routers, console_templates
 from exchange.conversions.controllers import ConversionsController
 from exchange.db import create_engine
 from exchange.docs import DOCS_DESCRIPTION, swagger_assets, swagger_ui
@@ -126,6 +127,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             MetricsController,
             swagger_assets(),
             v1_router(engine, db_config, SIGNED_CONTROLLERS),
+            *console_routers(db_config),
         ],
         plugins=[
             SQLAlchemyPlugin(config=db_config),
@@ -135,6 +137,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ],
         middleware=[prometheus.middleware],
         lifespan=[lifespan],
+        template_config=console_templates(),
         state=State({"settings": settings}),
         openapi_config=OpenAPIConfig(
             title="Coalition points exchange",

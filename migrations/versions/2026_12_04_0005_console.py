@@ -4,7 +4,8 @@
 the master key; ``console_session`` keeps a session token's SHA-256 only; ``console_login_throttle``
 counts failed logins per user name and per client address (in the database, so a lockout holds
 across replicas); ``console_audit`` records every action; ``console_job`` a background job
-started from the console (``verify``) with its progress.
+started from the console (``verify``) with its progress. ``partner_key.last_used_at`` is when
+a key last signed a request, folded in from the replay nonces as they are purged.
 
 Revision ID: 0005_console
 Revises: 0004
@@ -28,6 +29,7 @@ _ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 def upgrade() -> None:
+    op.add_column("partner_key", sa.Column("last_used_at", _MOMENT, nullable=True))
     op.create_table(
         "console_user",
         sa.Column("id", sa.Uuid(), nullable=False),
@@ -109,3 +111,4 @@ def downgrade() -> None:
     op.drop_table("console_login_throttle")
     op.drop_table("console_session")
     op.drop_table("console_user")
+    op.drop_column("partner_key", "last_used_at")
