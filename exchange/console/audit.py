@@ -57,7 +57,12 @@ async def recent(session: AsyncSession, *, limit: int = 200) -> list[AuditView]:
     )
     return [
         AuditView(
-            row.id, row.at, row.user_name, row.action, row.outcome, row.client_address,
+            row.id,
+            row.at,
+            row.user_name,
+            row.action,
+            row.outcome,
+            row.client_address,
             json.loads(row.details),
         )  # fmt: skip
         for row in rows

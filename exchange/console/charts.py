@@ -139,8 +139,8 @@ def _legend(names: Sequence[str], left: int) -> str:
     parts, x = [], left
     for index, name in enumerate(names):
         parts.append(
-            f'<rect x="{x}" y="8" width="10" height="10" rx="2" fill="{colour(index)}"/>'
-            f'<text class="legend" x="{x + 14}" y="17">{escape(name)}</text>'
+            f'<rect x="{x}" y="6" width="12" height="12" rx="2" fill="{colour(index)}"/>'
+            f'<text class="legend" x="{x + 16}" y="17">{escape(name)}</text>'
         )
-        x += 22 + 7 * len(name)
+        x += 26 + 8 * len(name)
     return "".join(parts)

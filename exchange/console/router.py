@@ -10,8 +10,8 @@ from typing import Any
 
 from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig
 from litestar import Router
-from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.di import Provide
+from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
@@ -65,7 +65,7 @@ def console_routers(db_config: SQLAlchemyAsyncConfig) -> list[Router]:
                 MetricsController,
                 AuditController,
             ],
-            before_request=session_check(db_config),
+            guards=[session_check(db_config)],
             **shared,
         ),
         create_static_files_router(

@@ -76,8 +76,15 @@ async def create(session: AsyncSession, started_by: str) -> JobView | None:
     now = utcnow()
     session.add(
         ConsoleJob(
-            id=uuid7(), kind="verify", started_by=started_by, started_at=now, updated_at=now,
-            state="running", step=0, steps=len(STEPS), message="waiting to start",
+            id=uuid7(),
+            kind="verify",
+            started_by=started_by,
+            started_at=now,
+            updated_at=now,
+            state="running",
+            step=0,
+            steps=len(STEPS),
+            message="waiting to start",
         )  # fmt: skip
     )
     await session.flush()
@@ -125,7 +132,11 @@ async def _run(engine: AsyncEngine, settings: Settings, job_id: str) -> None:
         await _move(engine, job_id, step=2, message=STEPS[1])
         async with AsyncSession(engine) as session, session.begin():
             transparency = await verify_log(session, settings.log_origin, settings.log_late_seconds)
-        report = {**ledger.as_dict(), "ok": ledger.ok and transparency.ok, "log": transparency.as_dict()}
+        report = {
+            **ledger.as_dict(),
+            "ok": ledger.ok and transparency.ok,
+            "log": transparency.as_dict(),
+        }
         await _move(
             engine, job_id, state="ok" if report["ok"] else "failed", step=len(STEPS),
             finished_at=utcnow(), message="verified" if report["ok"] else "faults found",

@@ -63,7 +63,9 @@ def brand_volumes(overview: Overview) -> list[BrandVolumes]:
     return shaped
 
 
-def flow_matrix(overview: Overview) -> tuple[list[str], dict[tuple[str, str], tuple[int, int, int]]]:
+def flow_matrix(
+    overview: Overview,
+) -> tuple[list[str], dict[tuple[str, str], tuple[int, int, int]]]:
     """The currencies that appear in a flow, and each flow by (from, to) currency."""
     cells = {
         (f.from_currency, f.to_currency): (f.points_out, f.points_in, f.conversions)
@@ -106,7 +108,9 @@ def point_value_chart(values: Sequence[PointValueOut]) -> Markup:
     brands = sorted({v.currency for v in values})
     series = []
     for currency in brands:
-        versions = sorted((v for v in values if v.currency == currency), key=lambda v: v.effective_at)
+        versions = sorted(
+            (v for v in values if v.currency == currency), key=lambda v: v.effective_at
+        )
         line, current, upcoming = [], 0, list(versions)
         for moment in dates:
             while upcoming and upcoming[0].effective_at <= moment:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncGenerator
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 from advanced_alchemy.extensions.litestar import SQLAlchemyAsyncConfig
@@ -21,7 +21,7 @@ from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.response import Redirect, Template
-from litestar.types import AfterRequestHookHandler, BeforeRequestHookHandler
+from litestar.types import AfterRequestHookHandler, Guard
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from exchange.console.sessions import COOKIE, SignedIn, signed_in
@@ -57,12 +57,13 @@ def me(request: ASGIConnection[Any, Any, Any, Any]) -> SignedIn:
     return signed
 
 
-def session_check(db_config: SQLAlchemyAsyncConfig) -> BeforeRequestHookHandler:
-    """A hook before every signed-in page: find the session from its cookie (else
+def session_check(db_config: SQLAlchemyAsyncConfig) -> Guard:
+    """The first guard of every signed-in page: find the session from its cookie (else
     :class:`LoginRequired`) and, on a POST, check the form's CSRF token against the session's
-    (else 403, before the handler has run: nothing changes)."""
+    (else 403, before any other guard or the handler has run: nothing changes)."""
 
-    async def check(request: Request[Any, Any, State]) -> None:
+    async def check(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        request = cast(Request[Any, Any, State], connection)
         db = db_config.provide_session(request.app.state, request.scope)
         found = await signed_in(db, request.cookies.get(COOKIE))
         if found is None:

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from exchange.base import utcnow
 from exchange.console.users import create_user
 from exchange.contract.schemas import MemberBalanceOut
+from exchange.db import create_engine, session_maker
 from exchange.ledger.models import Account
 from exchange.ledger.parties import PartnerInfo
 from exchange.pricing.service import set_point_value, set_rate
@@ -130,24 +131,26 @@ async def members_balance(server: LiveServer, credentials: Credentials, refs: li
     return sum(b.balance for b in balances)
 
 
-async def issuance_balance(sessions: async_sessionmaker[AsyncSession], brand: uuid.UUID) -> int:
+async def issuance_balance(session: AsyncSession, brand: uuid.UUID) -> int:
     """What the ledger says: minus the sum of the brand's issuance accounts."""
-    async with sessions() as session:
-        total = await session.scalar(
-            select(func.sum(Account.balance)).where(
-                Account.partner_id == brand, Account.kind == "issuance"
-            )
+    total = await session.scalar(
+        select(func.sum(Account.balance)).where(
+            Account.partner_id == brand, Account.kind == "issuance"
         )
+    )
     return -int(total or 0)
 
 
-async def settle_today(
-    sessions: async_sessionmaker[AsyncSession], settings: Settings, day: dt.date
-) -> None:
+async def settle_today(settings: Settings, day: dt.date) -> None:
     """As ``litestar settlement run --date TODAY --cutoff-now`` does."""
-    await settle_day(
-        sessions, day, settings=settings, keys=load_exchange_keys(settings), cutoff_now=True
-    )
+    engine = create_engine(settings)
+    try:
+        await settle_day(
+            session_maker(engine), day, settings=settings, keys=load_exchange_keys(settings),
+            cutoff_now=True,
+        )  # fmt: skip
+    finally:
+        await engine.dispose()
 
 
 def chromium_or_skip() -> str:
@@ -155,9 +158,7 @@ def chromium_or_skip() -> str:
     CI (``CI`` set), where that is a failure."""
     if Path(CHROMIUM).exists() or shutil.which(CHROMIUM):
         return CHROMIUM
-    reason = (
-        f"no Chromium at {CHROMIUM}: `apt-get install -y chromium` (make test does it as root)"
-    )
+    reason = f"no Chromium at {CHROMIUM}: `apt-get install -y chromium` (make test does it as root)"
     if os.environ.get("CI"):
         pytest.fail(reason)
     pytest.skip(reason)

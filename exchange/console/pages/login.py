@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Controller, Request, get, post
 from litestar.datastructures import Cookie, State
 from litestar.di import NamedDependency
 from litestar.exceptions import PermissionDeniedException
+from litestar.params import QueryParameter
 from litestar.response import Redirect, Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -52,7 +53,11 @@ class LoginController(Controller):
     include_in_schema = False
 
     @get("/login", sync_to_thread=False)
-    def form(self, settings: NamedDependency[Settings], next: str | None = None) -> Template:
+    def form(
+        self,
+        settings: NamedDependency[Settings],
+        next: Annotated[str | None, QueryParameter()] = None,
+    ) -> Template:
         token = secrets.token_urlsafe(32)
         return Template(
             template_name="console/login.html",
@@ -71,9 +76,7 @@ class LoginController(Controller):
         form = await request.form()
         sent = form.get("csrf_token")
         cookie = request.cookies.get(LOGIN_COOKIE)
-        if not (
-            isinstance(sent, str) and cookie and secrets.compare_digest(sent, cookie)
-        ):
+        if not (isinstance(sent, str) and cookie and secrets.compare_digest(sent, cookie)):
             raise PermissionDeniedException("the login form's CSRF token is missing or wrong")
         name = str(form.get("name") or "").strip().lower()[:64]
         address = client_address(request)
@@ -101,7 +104,9 @@ class LoginController(Controller):
             await audit.record(
                 console_db, user_name=name, action="login", outcome="failed", address=address
             )
-            return self._again(request, settings, form, 429 if locked else 401, now + lockout if locked else None)
+            return self._again(
+                request, settings, form, 429 if locked else 401, now + lockout if locked else None
+            )
         await throttle.clear(console_db, keys[0])
         lifetime = dt.timedelta(minutes=settings.console_session_minutes)
         token = await open_session(console_db, user, address=address, lifetime=lifetime)

@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Controller, Request, get
 from litestar.di import NamedDependency
+from litestar.params import QueryParameter
 from litestar.response import Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -18,6 +19,8 @@ from exchange.settings import Settings
 from partners.service import list_partners
 
 DEFAULT_DAYS = 30
+
+Query = Annotated[str | None, QueryParameter()]
 
 
 def _day(value: str | None, default: dt.date) -> dt.date:
@@ -37,9 +40,9 @@ class MetricsController(Controller):
         request: Request[Any, Any, Any],
         db_session: NamedDependency[AsyncSession],
         settings: NamedDependency[Settings],
-        brand: str | None = None,
-        start: str | None = None,
-        end: str | None = None,
+        brand: Query = None,
+        start: Query = None,
+        end: Query = None,
     ) -> Template:
         days = calendar(settings)
         brands = [p for p in await list_partners(db_session) if p.kind == "brand"]

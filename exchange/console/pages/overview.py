@@ -12,7 +12,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from exchange.base import utcnow
 from exchange.console import views
 from exchange.console.pages.common import calendar, page
-from exchange.console.web import PREFIX
 from exchange.reporting.service import overview
 from exchange.settings import Settings
 

@@ -7,11 +7,12 @@ API use (:mod:`exchange.pricing.service`), which refuses what they refuse."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
+from litestar.params import QueryParameter
 from litestar.response import Redirect, Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -23,6 +24,8 @@ from exchange.pricing import service as pricing
 from exchange.reporting.service import rate_history
 
 RATE_FIELDS = ("from_points", "to_points", "fee_bps", "min_points")
+
+Query = Annotated[str | None, QueryParameter()]
 
 
 class Refused(ValueError):
@@ -88,7 +91,7 @@ class PricingController(Controller):
         *,
         error: str | None = None,
         confirm: dict[str, Any] | None = None,
-        done: str | None = None,
+        done: Query = None,
     ) -> Template:
         history = await rate_history(db)
         response = page(

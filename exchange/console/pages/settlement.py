@@ -8,13 +8,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
+from litestar.params import FromPath, QueryParameter
 from litestar.response import Redirect, Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -30,6 +31,8 @@ from settlement.payments import mark_paid
 from settlement.statements import get_statement, statement_csv
 
 HISTORY_DAYS = 60
+
+Query = Annotated[str | None, QueryParameter()]
 
 
 def _date(value: str) -> dt.date:
@@ -49,8 +52,8 @@ class SettlementController(Controller):
         request: Request[Any, Any, Any],
         db_session: NamedDependency[AsyncSession],
         settings: NamedDependency[Settings],
-        date: str | None = None,
-        done: str | None = None,
+        date: Query = None,
+        done: Query = None,
     ) -> Template:
         listed = await batches.list_batches(db_session, limit=HISTORY_DAYS)
         chosen = _date(date) if date else (listed[0].business_date if listed else None)
@@ -75,9 +78,9 @@ class SettlementController(Controller):
         self,
         request: Request[Any, Any, State],
         db_session: NamedDependency[AsyncSession],
-        business_date: str,
-        partner_id: uuid.UUID,
-        kind: str,
+        business_date: FromPath[str],
+        partner_id: FromPath[uuid.UUID],
+        kind: FromPath[str],
     ) -> Response[str]:
         """A participant's signed statement, ``json`` or ``csv``, as a download."""
         day = _date(business_date)
@@ -102,7 +105,7 @@ class SettlementController(Controller):
         self,
         request: Request[Any, Any, Any],
         console_db: NamedDependency[AsyncSession],
-        business_date: str,
+        business_date: FromPath[str],
     ) -> Redirect:
         """Mark the day's batch paid: its payouts are booked and it never changes again."""
         day = _date(business_date)
