@@ -20,7 +20,8 @@ SWEEP_SECONDS = 30
 
 async def run_periodic_jobs(engine: AsyncEngine) -> None:
     """Every ``SWEEP_SECONDS``: release expired holds (they also lapse lazily on access) and
-    forget replay nonces (each key's last use kept first) and idempotency records past their windows."""
+    forget replay nonces (each key's last use kept first) and idempotency records past their
+    windows."""
     while True:
         await asyncio.sleep(SWEEP_SECONDS)
         try:

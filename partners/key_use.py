@@ -42,13 +42,14 @@ async def fold_last_use(conn: AsyncConnection, now: dt.datetime) -> None:
 
 async def keys_last_used(session: AsyncSession) -> dict[str, dt.datetime]:
     """Each key that has been used, and when it last was."""
-    found = {
+    found: dict[str, dt.datetime] = {
         key_id: used
         for key_id, used in await session.execute(
             select(PartnerKey.id, PartnerKey.last_used_at).where(
                 PartnerKey.last_used_at.is_not(None)
             )
         )
+        if used is not None
     }
     for key_id, latest in (await session.execute(_latest_nonces())).all():  # type: ignore[call-overload]
         used = latest - _KEPT

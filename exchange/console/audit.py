@@ -64,6 +64,6 @@ async def recent(session: AsyncSession, *, limit: int = 200) -> list[AuditView]:
             row.outcome,
             row.client_address,
             json.loads(row.details),
-        )  # fmt: skip
+        )
         for row in rows
     ]

@@ -9,8 +9,9 @@ replica, and they are bumped by one upsert each, so concurrent failures all coun
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any, cast
 
-from sqlalchemy import case, delete, literal, select
+from sqlalchemy import Table, case, delete, literal, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -18,7 +19,7 @@ from exchange.base import UTCDateTime
 from exchange.console.models import LoginThrottle
 from exchange.dialect import for_dialect
 
-throttle_t = LoginThrottle.__table__
+throttle_t = cast(Table, LoginThrottle.__table__)
 
 
 def subjects(name: str, address: str) -> tuple[str, str]:
@@ -48,7 +49,7 @@ async def record_failure(
     lockout: dt.timedelta,
 ) -> bool:
     """Count a failed login against each subject; whether one of them is now locked out."""
-    insert = for_dialect(session, postgresql=postgresql.insert, sqlite=sqlite.insert)
+    insert: Any = for_dialect(session, postgresql=postgresql.insert, sqlite=sqlite.insert)
     window_over = throttle_t.c.window_started_at <= literal(now - lockout, UTCDateTime())
     failures = case((window_over, 1), else_=throttle_t.c.failures + 1)
     locked = False

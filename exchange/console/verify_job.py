@@ -85,7 +85,7 @@ async def create(session: AsyncSession, started_by: str) -> JobView | None:
             step=0,
             steps=len(STEPS),
             message="waiting to start",
-        )  # fmt: skip
+        )
     )
     await session.flush()
     return await latest(session)

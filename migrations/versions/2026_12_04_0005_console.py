@@ -60,9 +60,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_console_session")),
     )
-    op.create_index(
-        "uq_console_session_token_hash", "console_session", ["token_hash"], unique=True
-    )
+    op.create_index("uq_console_session_token_hash", "console_session", ["token_hash"], unique=True)
     op.create_index("ix_console_session_expires_at", "console_session", ["expires_at"])
     op.create_table(
         "console_login_throttle",
