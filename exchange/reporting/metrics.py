@@ -145,9 +145,10 @@ async def programme_metrics(
     )
 
 
-def _cohort_members(days: list[Day], brand_id: uuid.UUID, end: dt.date) -> Any:
+def _cohort_members(days: list[Day], brand_id: uuid.UUID, end: dt.date) -> tuple[Any, Any]:
     """Each member of the brand who first earned by ``end``, with its cohort: those the rollup
-    recorded, and those whose first earn is on a day not closed yet."""
+    recorded, and those whose first earn is on a day not closed yet; and the open days'
+    member-days it read them from."""
     opened = figures.open_member_days([d for d in days if d.date <= end], brand_id)
     recorded = select(member_t.c.account_id, member_t.c.cohort).where(
         member_t.c.brand_id == brand_id, member_t.c.first_earn_date <= end
