@@ -53,15 +53,26 @@ async def _brand(session: AsyncSession, brand_id: uuid.UUID) -> str:
 async def _activity(
     session: AsyncSession, days: list[Day], brand_id: uuid.UUID, start: dt.date, end: dt.date
 ) -> Any:
-    """Active members (30 and 90 days, the period), earned and burned in the period."""
-    first = min(start, _since(end, 90))
-    md = figures.member_days(days, brand_id, first, end)
-
-    def active(since: dt.date) -> Any:
-        return func.count(distinct(case((md.c.business_date >= since, md.c.account_id))))
+    """Active members (30 and 90 days, the period), earned and burned in the period: one
+    pass over the member-days, grouped by member (its latest member-day says in which windows
+    it was active, as every window ends ``end``)."""
+    md = figures.member_days(days, brand_id, min(start, _since(end, 90)), end)
 
     def in_period(column: Any) -> Any:
-        return func.coalesce(func.sum(case((md.c.business_date >= start, column), else_=0)), 0)
+        return func.sum(case((md.c.business_date >= start, column), else_=0))
+
+    members = (
+        select(
+            func.max(md.c.business_date).label("latest"),
+            in_period(md.c.earned).label("earned"),
+            in_period(md.c.burned).label("burned"),
+        )
+        .group_by(md.c.account_id)
+        .subquery()
+    )
+
+    def active(since: dt.date) -> Any:
+        return func.count(case((members.c.latest >= since, 1)))
 
     return (
         await session.execute(
@@ -69,8 +80,8 @@ async def _activity(
                 active(_since(end, 30)).label("active_30"),
                 active(_since(end, 90)).label("active_90"),
                 active(start).label("active_period"),
-                in_period(md.c.earned).label("earned"),
-                in_period(md.c.burned).label("burned"),
+                func.coalesce(func.sum(members.c.earned), 0).label("earned"),
+                func.coalesce(func.sum(members.c.burned), 0).label("burned"),
             )
         )
     ).one()
