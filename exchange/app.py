@@ -35,6 +35,7 @@ from exchange.ledger.controllers.operations import OperationsController
 from exchange.migrate import upgrade_async
 from exchange.observability import request_id_middleware, structlog_plugin
 from exchange.pricing.controllers import BrandPricingController, PricingController
+from exchange.reporting.rollup import run_rollup
 from exchange.settings import Settings, SettingsError, get_settings
 from exchange.signing import check_keys, load_exchange_keys, load_master_key
 from exchange.transparency.controllers import TransparencyController
@@ -109,6 +110,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             asyncio.create_task(run_periodic_jobs(engine)),
             asyncio.create_task(run_scheduler(engine, settings, app.state.exchange_keys)),
             asyncio.create_task(run_log(engine, settings, app.state.exchange_keys)),
+            asyncio.create_task(run_rollup(engine, settings)),
         ]
         try:
             yield

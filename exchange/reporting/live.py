@@ -121,17 +121,20 @@ def donations(business_date: dt.date, start: dt.datetime, end: dt.datetime) -> S
     )
 
 
+MEMBER_DAY_COLUMNS = ("brand_id", "business_date", "account_id", "month", "earned", "burned")
+
+
 def member_days(business_date: dt.date, start: dt.datetime, end: dt.datetime) -> Select[Any]:
     """Per member active that day (any posting on its account but a reversal or an expiry):
-    the points it earned and burned. Columns as ``reporting_member_day``'s."""
+    the points it earned and burned. Columns :data:`MEMBER_DAY_COLUMNS`, in that order."""
     joined, where = _member_postings(start, end)
     kind, amount = transaction_t.c.kind, posting_t.c.amount
     return (
         select(
             account_t.c.partner_id.label("brand_id"),
             literal(business_date).label("business_date"),
-            literal(business_date.replace(day=1)).label("month"),
             posting_t.c.account_id.label("account_id"),
+            literal(business_date.replace(day=1)).label("month"),
             _positive(case((kind.in_(EARN_KINDS), amount), else_=0)).label("earned"),
             _negative(case((kind.in_(BURN_KINDS), amount), else_=0)).label("burned"),
         )

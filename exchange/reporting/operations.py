@@ -20,6 +20,7 @@ from exchange.contract.reporting import (
 from exchange.ledger.models import Account, LedgerTransaction
 from exchange.outbox import outbox_t
 from exchange.pricing import service as pricing
+from exchange.reporting.rollup import last_closed
 from exchange.transparency.checkpoints import latest_checkpoint
 from exchange.transparency.store import log_size
 from partners.models import Partner
@@ -134,13 +135,15 @@ async def chain_heads(session: AsyncSession) -> ChainHeads:
 
 
 async def ledger_health(session: AsyncSession) -> LedgerHealth:
-    """The chain heads, the Merkle log's size and its latest signed checkpoint."""
+    """The chain heads, the Merkle log's size, its latest signed checkpoint and the latest
+    business date the reporting rollup has closed."""
     checkpoint = await latest_checkpoint(session)
+    closed = await last_closed(session)
     return LedgerHealth(
         heads=await chain_heads(session),
         log_size=await log_size(session),
         checkpoint_size=None if checkpoint is None else checkpoint.size,
         checkpoint_root_hash=None if checkpoint is None else checkpoint.root_hash.hex(),
         checkpoint_witnesses=0 if checkpoint is None else len(checkpoint.witnesses),
-        reporting_closed_through=None,
+        reporting_closed_through=None if closed is None else closed.business_date,
     )
