@@ -8,7 +8,7 @@ started from the console (``verify``) with its progress. ``partner_key.last_used
 a key last signed a request, folded in from the replay nonces as they are purged.
 
 Revision ID: 0005_console
-Revises: 0004
+Revises: 0005_reporting
 Create Date: 2026-12-04 19:10:00.000000
 """
 
@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0005_console"
-down_revision: str | Sequence[str] | None = "0004"
+down_revision: str | Sequence[str] | None = "0005_reporting"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
