@@ -93,6 +93,13 @@ class SettlementController(Controller):
         else:
             body = json.dumps({"statement": document, "signature": signature}, indent=2)
             media = "application/json"
+        await audit.record(
+            db_session,
+            user_name=me(request).user.name,
+            action="download-statement",
+            address=client_address(request),
+            details={"business_date": day, "partner_id": partner_id, "format": kind},
+        )  # the request's transaction commits it with the 200
         name = f"statement-{day.isoformat()}-{partner_id}.{kind}"
         return Response(
             body,
