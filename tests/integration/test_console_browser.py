@@ -180,6 +180,10 @@ def test_the_overview_shows_what_the_api_and_the_ledger_say(
     donation = page.locator("#donations td[data-micros]").first
     assert donation.get_attribute("data-micros") == str(world.donation_micros)
     assert page.locator("svg.chart").count() >= 3
+    # On a phone the page fits its width (wide tables scroll inside their own box).
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.reload()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
 
 
 def test_an_operator_sets_a_rate_version_after_confirming_it(
@@ -292,3 +296,21 @@ def test_a_page_without_a_session_sends_to_the_login(live_server: LiveServer) ->
     answer = httpx.get(f"{live_server.base_url}/console/partners", follow_redirects=False)
     assert answer.status_code in (302, 303)
     assert answer.headers["location"].startswith("/console/login")
+
+
+def test_an_operator_runs_verify_and_the_page_follows_it(world: World, page: Page) -> None:
+    log_in(page, world.operator)
+    page.wait_for_url(OVERVIEW)
+    page.goto("/console/partners")
+    assert page.locator("#keys tbody tr").count() == 3  # the operator's, Sky Air's, Hotel Co's
+    # Sky Air's key signed the world's requests; the operator's signed none.
+    used = page.locator("#keys tr", has_text="Sky Air").locator("td").nth(4).inner_text()
+    unused = page.locator("#keys tr", has_text="Coalition").locator("td").nth(4).inner_text()
+    assert (used != "never", unused) == (True, "never")
+    page.goto("/console/ledger")
+    page.locator("#verify button").click()
+    page.wait_for_url("**/console/ledger")
+    # The page reloads itself every two seconds while the job runs.
+    page.wait_for_selector("#verify-state:text-is('ok')", timeout=60_000)
+    assert "verified" in page.locator("#verify-message").inner_text()
+    assert page.locator("#verify-progress").get_attribute("value") == "2"
