@@ -24,7 +24,7 @@ from exchange.errors import PartnerNotFound
 from exchange.pricing.service import values_in_force
 from exchange.reporting import figures
 from exchange.reporting.days import Day, calendar_or_default
-from exchange.reporting.rollup import cohort_day_t, member_t
+from exchange.reporting.rollup import cohort_day_t, member_t, tune_for_reports
 from partners.models import Partner
 from settlement.calendar import Calendar
 
@@ -131,6 +131,7 @@ async def programme_metrics(
     """The brand's programme metrics over ``start`` .. ``end`` (see the module's note);
     ``partner-not-found`` for an id that is not a brand's."""
     calendar = calendar_or_default(calendar)
+    await tune_for_reports(session)
     currency = await _brand(session, brand_id)
     days = await figures.open_days(session, calendar, end)
     activity = await _activity(session, days, brand_id, start, end)
