@@ -22,9 +22,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from exchange.contract.reporting import Cohort, ProgrammeMetrics, Ratio
 from exchange.errors import PartnerNotFound
 from exchange.pricing.service import values_in_force
-from exchange.reporting import figures
+from exchange.reporting import figures, live
 from exchange.reporting.days import Day, calendar_or_default
-from exchange.reporting.rollup import cohort_day_t, member_t
+from exchange.reporting.rollup import cohort_day_t, member_t, tune_for_reports, volume_t
 from partners.models import Partner
 from settlement.calendar import Calendar
 
@@ -110,14 +110,25 @@ async def _repeat_earners(
 
 
 async def _breakage(
-    session: AsyncSession, calendar: Calendar, brand_id: uuid.UUID, start: dt.date, end: dt.date
+    session: AsyncSession, days: list[Day], brand_id: uuid.UUID, start: dt.date, end: dt.date
 ) -> int:
-    """Points of ``expire`` transactions taken from the brand's members in the period."""
-    return sum(
-        int(row.points_out)
-        for row in await figures.volumes(session, calendar, start, end)
-        if row.brand_id == brand_id and row.kind == "expire"
+    """Points of ``expire`` transactions taken from the brand's members in the period: the
+    stored volumes, and the open days' read live (only their ``expire`` transactions)."""
+    stored = await session.scalar(
+        select(func.coalesce(func.sum(volume_t.c.points_out), 0)).where(
+            volume_t.c.brand_id == brand_id,
+            volume_t.c.kind == "expire",
+            volume_t.c.business_date.between(start, end),
+        )
     )
+    total = int(stored or 0)
+    for day in days:
+        if start <= day.date <= end:
+            query = live.volumes(day.date, day.start, day.end).where(
+                live.account_t.c.partner_id == brand_id, live.transaction_t.c.kind == "expire"
+            )
+            total += sum(int(row.points_out) for row in await session.execute(query))
+    return total
 
 
 async def programme_metrics(
@@ -131,6 +142,7 @@ async def programme_metrics(
     """The brand's programme metrics over ``start`` .. ``end`` (see the module's note);
     ``partner-not-found`` for an id that is not a brand's."""
     calendar = calendar_or_default(calendar)
+    await tune_for_reports(session)
     currency = await _brand(session, brand_id)
     days = await figures.open_days(session, calendar, end)
     activity = await _activity(session, days, brand_id, start, end)
@@ -149,7 +161,7 @@ async def programme_metrics(
         earned=earned,
         burned=int(activity.burned),
         redemption_rate=ratio(int(activity.burned), earned),
-        breakage=await _breakage(session, calendar, brand_id, start, end),
+        breakage=await _breakage(session, days, brand_id, start, end),
         repeat_earn_rate=await _repeat_earners(session, days, brand_id, start, end),
         average_points_per_active_member=earned // active if active else 0,
         cohorts=await cohorts(session, days, brand_id, end, value),

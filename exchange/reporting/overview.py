@@ -30,6 +30,7 @@ from exchange.ledger.models import Account
 from exchange.pricing.service import values_in_force
 from exchange.reporting import figures
 from exchange.reporting.days import calendar_or_default
+from exchange.reporting.rollup import tune_for_reports
 from partners.models import Partner
 from settlement.calendar import Calendar
 
@@ -112,6 +113,7 @@ async def overview(
     """Outstanding now; volumes, flows and donations of the ``days`` business dates ending
     ``today`` (included)."""
     calendar = calendar_or_default(calendar)
+    await tune_for_reports(session)
     first = today - dt.timedelta(days=max(1, days) - 1)
     names = {row.id: row for row in await session.execute(select(partner_t))}
     flows: dict[tuple[uuid.UUID, uuid.UUID], list[int]] = defaultdict(lambda: [0, 0, 0])

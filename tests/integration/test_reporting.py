@@ -291,3 +291,28 @@ async def test_closing_the_days_again_changes_nothing(
     async with sessions() as session:
         health = await service.ledger_health(session)
     assert health.reporting_closed_through == D4
+
+
+async def test_the_pricing_history_deliveries_and_positions_are_the_features_own(
+    api: SignedApi,
+    partners: Partners,
+    sessions: async_sessionmaker[AsyncSession],
+    world: World,
+) -> None:
+    answer = await api.get("/v1/rates", as_=partners.sky)
+    assert answer.status_code == 200, answer.text
+    in_force = answer.json()
+    async with sessions() as session:
+        history = await service.rate_history(session)
+        deliveries = await service.webhook_deliveries(session)
+        positions = await service.settlement_positions_over_time(session)
+        with pytest.raises(ValueError, match="delivery state"):
+            await service.webhook_deliveries(session, state="lost")
+    # One version each so far: the history is what is in force, as the API answers it.
+    assert [str(rate.id) for rate in history.rates] == [rate["id"] for rate in in_force["rates"]]
+    assert sorted((v.currency, v.micros_per_point) for v in history.point_values) == [
+        ("HTL", 8_000),
+        ("SKY", 12_000),
+    ]
+    assert all(d.state == "pending" for d in deliveries)
+    assert positions == []  # no day settled yet
