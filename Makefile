@@ -35,8 +35,21 @@ lock: $(STAMP) ## Pin the dependencies again from pyproject.toml (requirements*.
 run: $(STAMP) ## Serve the exchange (SQLite in ./var unless EXCHANGE_DATABASE_URL is set)
 	$(BIN)/litestar run
 
+# The console's browser tests drive Debian's chromium (headless, through Playwright's Python API;
+# never `playwright install`). As root it is installed when missing; otherwise those tests skip,
+# except in CI, where a missing browser fails them.
+.PHONY: browser
+browser: ## Install Debian's chromium for the console's browser tests (as root, when missing)
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing chromium (the console's browser tests)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y chromium || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }; \
+	  else \
+	    echo "chromium is missing: the console's browser tests will skip (sudo apt-get install -y chromium)"; \
+	  fi; }
+
 .PHONY: test
-test: $(STAMP) ## Run the whole suite, on SQLite and on PostgreSQL
+test: $(STAMP) browser ## Run the whole suite, on SQLite and on PostgreSQL
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 .PHONY: lint

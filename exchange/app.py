@@ -18,6 +18,7 @@ from litestar.openapi.config import OpenAPIConfig
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
 from exchange.cli import ExchangeCLIPlugin
+from exchange.console.router import console_routers, console_templates
 from exchange.conversions.controllers import ConversionsController
 from exchange.db import create_engine
 from exchange.docs import DOCS_DESCRIPTION, swagger_assets, swagger_ui
@@ -34,6 +35,7 @@ from exchange.ledger.controllers.operations import OperationsController
 from exchange.migrate import upgrade_async
 from exchange.observability import request_id_middleware, structlog_plugin
 from exchange.pricing.controllers import BrandPricingController, PricingController
+from exchange.reporting.rollup import run_rollup
 from exchange.settings import Settings, SettingsError, get_settings
 from exchange.signing import check_keys, load_exchange_keys, load_master_key
 from exchange.transparency.controllers import TransparencyController
@@ -108,6 +110,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             asyncio.create_task(run_periodic_jobs(engine)),
             asyncio.create_task(run_scheduler(engine, settings, app.state.exchange_keys)),
             asyncio.create_task(run_log(engine, settings, app.state.exchange_keys)),
+            asyncio.create_task(run_rollup(engine, settings)),
         ]
         try:
             yield
@@ -126,6 +129,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             MetricsController,
             swagger_assets(),
             v1_router(engine, db_config, SIGNED_CONTROLLERS),
+            *console_routers(db_config),
         ],
         plugins=[
             SQLAlchemyPlugin(config=db_config),
@@ -135,6 +139,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ],
         middleware=[prometheus.middleware],
         lifespan=[lifespan],
+        template_config=console_templates(),
         state=State({"settings": settings}),
         openapi_config=OpenAPIConfig(
             title="Coalition points exchange",

@@ -2,8 +2,10 @@
 
 from exchange import outbox as outbox_models
 from exchange.base import Base
+from exchange.console import models as console_models
 from exchange.ledger import models as ledger_models
 from exchange.pricing import models as rate_models
+from exchange.reporting import models as reporting_models
 from exchange.transparency import models as log_models
 from partners import models as partner_models
 from settlement import models as settlement_models
@@ -11,11 +13,13 @@ from settlement import models as settlement_models
 metadata = Base.metadata
 
 __all__ = [
+    "console_models",
     "ledger_models",
     "log_models",
     "metadata",
     "outbox_models",
     "partner_models",
     "rate_models",
+    "reporting_models",
     "settlement_models",
 ]

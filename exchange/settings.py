@@ -208,6 +208,21 @@ class Settings:
     """EXCHANGE_GROUP_COMMIT_FLUSHERS: groups of single operations a service process writes at
     once (README, group commit); one is prepared while another waits on the database."""
 
+    console_secure_cookies: bool = True
+    """EXCHANGE_CONSOLE_SECURE_COOKIES: mark the operator console's cookies ``Secure`` (sent over
+    HTTPS only). ``0`` for a console on plain ``http://127.0.0.1`` in development and tests."""
+
+    console_session_minutes: int = 480
+    """EXCHANGE_CONSOLE_SESSION_MINUTES: how long a console login lasts (5 to 1440 minutes)."""
+
+    console_max_failures: int = 5
+    """EXCHANGE_CONSOLE_MAX_FAILURES: failed console logins, per user name and per client
+    address, after which further attempts are refused for the lockout (1 to 100)."""
+
+    console_lockout_minutes: int = 15
+    """EXCHANGE_CONSOLE_LOCKOUT_MINUTES: how long a locked-out name or address waits, and the
+    window in which failures are counted (1 to 1440 minutes)."""
+
     @property
     def sqlalchemy_url(self) -> str:
         """The async SQLAlchemy URL to connect to."""
@@ -271,4 +286,8 @@ def get_settings() -> Settings:
         webhook_max_attempts=max(1, _env_int("WEBHOOK_MAX_ATTEMPTS", 15)),
         quote_ttl_seconds=_env_int("QUOTE_TTL_SECONDS", 120, low=1, high=900),
         group_commit_flushers=max(1, _env_int("GROUP_COMMIT_FLUSHERS", 2)),
+        console_secure_cookies=_env_bool("CONSOLE_SECURE_COOKIES", True),
+        console_session_minutes=_env_int("CONSOLE_SESSION_MINUTES", 480, low=5, high=1440),
+        console_max_failures=_env_int("CONSOLE_MAX_FAILURES", 5, low=1, high=100),
+        console_lockout_minutes=_env_int("CONSOLE_LOCKOUT_MINUTES", 15, low=1, high=1440),
     )

@@ -63,6 +63,9 @@ class PartnerKey(Base):
     secret_nonce: Mapped[bytes | None] = mapped_column(LargeBinary)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    """When a request signed with the key was last made, as far as the nonces purged so far
+    tell (``partners.key_use``); kept off the request's path."""
 
 
 class SignatureNonce(Base):

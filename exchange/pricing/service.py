@@ -421,3 +421,21 @@ async def rates_in_force(session: AsyncSession, at: dt.datetime | None = None) -
         .order_by("from_currency", "to_currency")
     )
     return [_rate_out(row) for row in rows]
+
+
+async def point_value_history(session: AsyncSession) -> list[PointValueOut]:
+    """Every point value version of every brand, by currency then effective time."""
+    rows = await session.execute(
+        select(point_value_t, partner_t.c.currency)
+        .join(partner_t, partner_t.c.id == point_value_t.c.partner_id)
+        .order_by(partner_t.c.currency, point_value_t.c.effective_at)
+    )
+    return [_point_value_out(row, row.currency) for row in rows]
+
+
+async def rate_history(session: AsyncSession) -> list[RateOut]:
+    """Every rate version of every pair, by currency pair then effective time."""
+    rows = await session.execute(
+        _rate_query().order_by("from_currency", "to_currency", rate_version_t.c.effective_at)
+    )
+    return [_rate_out(row) for row in rows]

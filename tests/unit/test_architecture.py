@@ -47,6 +47,9 @@ def test_the_imports_keep_every_contract() -> None:
         ("settlement/statements.py", "import exchange.http.signatures", "Settlement"),
         ("exchange/contract/schemas.py", "import exchange.errors", "contract"),
         ("settlement/controllers.py", "import exchange.app", "wire features"),
+        ("exchange/reporting/metrics.py", "import exchange.http.problems", "Reporting"),
+        ("exchange/console/web.py", "import exchange.http.signatures", "no part of the signed"),
+        ("settlement/views.py", "import exchange.console.audit", "imports the console"),
     ],
 )
 def test_a_forbidden_import_breaks_its_contract(
