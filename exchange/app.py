@@ -14,6 +14,7 @@ from advanced_alchemy.extensions.litestar import (
 )
 from litestar import Litestar
 from litestar.datastructures import State
+from litestar.di import Provide
 from litestar.openapi.config import OpenAPIConfig
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
@@ -34,6 +35,8 @@ from exchange.ledger.controllers.operations import OperationsController
 from exchange.migrate import upgrade_async
 from exchange.observability import request_id_middleware, structlog_plugin
 from exchange.pricing.controllers import BrandPricingController, PricingController
+from exchange.purchases.batching import provide_batch_purchases
+from exchange.purchases.controllers import EarnRulesController, PurchasesController
 from exchange.settings import Settings, SettingsError, get_settings
 from exchange.signing import check_keys, load_exchange_keys, load_master_key
 from exchange.transparency.controllers import TransparencyController
@@ -54,6 +57,8 @@ SIGNED_CONTROLLERS = (
     BrandPricingController,
     ConversionsController,
     DonationsController,
+    EarnRulesController,
+    PurchasesController,
     BatchesController,
     SettlementsController,
     WebhookController,
@@ -61,6 +66,11 @@ SIGNED_CONTROLLERS = (
     TransparencyController,
 )
 """Every feature's routes under the signed ``/v1`` router."""
+
+SIGNED_DEPENDENCIES = {
+    "batch_purchases": Provide(provide_batch_purchases, sync_to_thread=False),
+}
+"""What one feature's routes take from another: batches price their purchases by earn rules."""
 
 
 class MetricsController(PrometheusController):
@@ -125,7 +135,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             SystemController,
             MetricsController,
             swagger_assets(),
-            v1_router(engine, db_config, SIGNED_CONTROLLERS),
+            v1_router(engine, db_config, SIGNED_CONTROLLERS, SIGNED_DEPENDENCIES),
         ],
         plugins=[
             SQLAlchemyPlugin(config=db_config),

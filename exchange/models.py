@@ -4,6 +4,7 @@ from exchange import outbox as outbox_models
 from exchange.base import Base
 from exchange.ledger import models as ledger_models
 from exchange.pricing import models as rate_models
+from exchange.purchases import models as purchase_models
 from exchange.transparency import models as log_models
 from partners import models as partner_models
 from settlement import models as settlement_models
@@ -16,6 +17,7 @@ __all__ = [
     "metadata",
     "outbox_models",
     "partner_models",
+    "purchase_models",
     "rate_models",
     "settlement_models",
 ]

@@ -62,14 +62,14 @@ def transaction_out(view: TransactionView) -> TransactionOut:
     )
 
 
-_OWN_ACCOUNTS_ONLY = frozenset({"issue", "redeem", "transfer"})
+_OWN_ACCOUNTS_ONLY = frozenset({"issue", "redeem", "transfer", "earn"})
 """Kinds whose every posting is on the brand's own accounts, with no reversal or hold."""
 
 
 def posted_out(posted: PostedTransaction) -> tuple[TransactionOut, list[BalanceOut]]:
     """A transaction of one brand's accounts just posted, and its members' balances after it,
     as ``GET /v1/transactions/{id}`` will show it (tests hold the two equal), made from the
-    engine's lines rather than read back: issue, redeem, transfer and every batch item. Not for
+    engine's lines rather than read back: issue, redeem, transfer, earn and every batch item. Not for
     a transaction that touches another partner's accounts (a conversion, a donation, their
     reversals): the caller sees only its own postings of those, which takes the read."""
     if posted.kind not in _OWN_ACCOUNTS_ONLY:
