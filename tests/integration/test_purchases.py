@@ -26,7 +26,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from exchange.ledger.verify import verify_ledger
 from exchange.purchases.models import Purchase, PurchaseReturn
 from tests.integration.conftest import Credentials, Partners, SignedApi
-from tests.integration.pricing_support import balance, enrol, lines, problem_type, signed_by_exchange
+from tests.integration.pricing_support import (
+    balance,
+    enrol,
+    lines,
+    problem_type,
+    signed_by_exchange,
+)
 
 Sessions = async_sessionmaker[AsyncSession]
 
@@ -117,7 +123,9 @@ async def test_three_lines_under_a_rate_a_category_multiplier_and_a_promotion_th
     assert transaction["reference"] == "order-1"
     assert lines(transaction) == {"SKY:alice": 296, "SKY:issuance": -296}
     assert signed_by_exchange(api, transaction, body["receipt"])
-    assert body["balances"] == [{"member_ref": "alice", "balance": 296, "held": 0, "available": 296}]
+    assert body["balances"] == [
+        {"member_ref": "alice", "balance": 296, "held": 0, "available": 296}
+    ]
 
     path = f"/v1/purchases/{purchase['id']}/returns"
     first = await api.post(
@@ -265,3 +273,64 @@ async def test_earn_rules_are_versions_never_changed(api: SignedApi, partners: P
     assert (refused.status_code, problem_type(refused)) == (422, "invalid-input")
     operator = await api.post("/v1/earn-rules", RULES, as_=partners.operator)
     assert (operator.status_code, problem_type(operator)) == (403, "not-a-brand")
+
+
+async def test_a_batch_takes_purchases_each_with_its_own_outcome(
+    api: SignedApi, partners: Partners, sessions: Sessions
+) -> None:
+    sky = partners.sky
+    await set_rules(api, sky, RULES)
+    await enrol(api, sky, "alice")
+    await enrol(api, sky, "bob")
+    single = await api.post("/v1/purchases", order("order-1"), as_=sky)
+    assert single.status_code == 201, single.text
+
+    def purchase(key: str, order_id: str, member_ref: str, **more: Any) -> dict[str, Any]:
+        return {"type": "purchase", "idempotency_key": key, **order(order_id, member_ref, **more)}
+
+    operations = [
+        purchase("p-1", "order-2", "alice"),
+        purchase("p-2", "order-1", "bob"),  # the order earned already: 409
+        purchase("p-3", "order-3", "bob", currency="USD"),  # no rate: 422
+        {"type": "issue", "idempotency_key": "i-1", "member_ref": "bob", "points": 10},
+        purchase("p-4", "order-4", "bob"),
+    ]
+    answer = await api.post("/v1/batches", {"operations": operations}, as_=sky)
+    assert answer.status_code == 200, answer.text
+    results = answer.json()["results"]
+    assert [r["status"] for r in results] == [201, 409, 422, 201, 201]
+    assert [r.get("problem", {}).get("type", "").rsplit("/", 1)[-1] for r in results[1:3]] == [
+        "order-exists",
+        "currency-not-earning",
+    ]
+    assert (results[0]["transaction"]["kind"], results[0]["transaction"]["points"]) == ("earn", 296)
+    assert await balance(api, sky, "alice") == 296 * 2
+    assert await balance(api, sky, "bob") == 296 + 10
+    assert await _counts(sessions) == (3, 0)
+
+    # The purchases are ordinary purchases: returns work on them.
+    async with sessions() as session:
+        bought = await session.scalar(select(Purchase.id).where(Purchase.order_id == "order-4"))
+    back = await api.post(
+        f"/v1/purchases/{bought}/returns", {"lines": [{"line": 1, "quantity": 1}]}, as_=sky
+    )
+    assert (back.status_code, back.json()["returned"]["points"]) == (201, 202), back.text
+
+    # The same batch again (another request key): every posted item replays, nothing posts.
+    before = await api.ledger_size()
+    again = await api.post("/v1/batches", {"operations": operations}, as_=sky)
+    assert [r["status"] for r in again.json()["results"]] == [201, 409, 422, 201, 201]
+    assert [r.get("replayed", False) for r in again.json()["results"]] == [
+        True, False, False, True, True,
+    ]  # fmt: skip
+    assert await api.ledger_size() == before
+    assert await _counts(sessions) == (3, 1)
+
+    # Two purchases of one order in a batch refuse the batch as a whole.
+    twice = [purchase("p-5", "order-5", "bob"), purchase("p-6", "order-5", "alice")]
+    refused = await api.post("/v1/batches", {"operations": twice}, as_=sky)
+    assert (refused.status_code, problem_type(refused)) == (422, "invalid-input")
+    assert await api.ledger_size() == before
+    async with sessions() as session:
+        report = await verify_ledger(session)
+    assert report.ok, report.as_dict()
