@@ -69,8 +69,8 @@ _OWN_ACCOUNTS_ONLY = frozenset({"issue", "redeem", "transfer", "earn"})
 def posted_out(posted: PostedTransaction) -> tuple[TransactionOut, list[BalanceOut]]:
     """A transaction of one brand's accounts just posted, and its members' balances after it,
     as ``GET /v1/transactions/{id}`` will show it (tests hold the two equal), made from the
-    engine's lines rather than read back: issue, redeem, transfer, earn and every batch item. Not for
-    a transaction that touches another partner's accounts (a conversion, a donation, their
+    engine's lines rather than read back: issue, redeem, transfer, earn and every batch item. Not
+    for a transaction that touches another partner's accounts (a conversion, a donation, their
     reversals): the caller sees only its own postings of those, which takes the read."""
     if posted.kind not in _OWN_ACCOUNTS_ONLY:
         raise ValueError(f"a {posted.kind} transaction is read back, not made from its lines")
