@@ -435,7 +435,9 @@ def _set_earn_rules(
 
 
 def _earn_rules(at: dt.datetime | None = None) -> Call[EarnRulesPage]:
-    """The caller's earn rules in force (at ``at``, default now) and every version."""
+    """The caller's earn rules in force (at ``at``, default now) and every version.
+
+    ``sky.earn_rules().current.order_cap``"""
     params = None if at is None else {"at": at.isoformat()}
     return _get("/v1/earn-rules", _EARN_RULES_PAGE, params=params)
 
@@ -459,7 +461,9 @@ def _purchase(
 def _quote_purchase(
     currency: str, lines: list[OrderLine], *, idempotency_key: str | None = None
 ) -> Call[EarnQuoteOut]:
-    """What an order would earn now, per line; nothing is posted."""
+    """What an order would earn now, per line; nothing is posted.
+
+    ``sky.quote_purchase("EUR", [OrderLine("s1", "shoe", "shoes", 4_999)]).points``"""
     return _post(
         "/v1/purchases/quote", PurchaseQuoteCreate(currency, lines), _EARN_QUOTE, idempotency_key
     )
@@ -477,7 +481,9 @@ def _return_purchase(
 
 
 def _read_purchase(purchase_id: uuid.UUID | str) -> Call[PurchaseView]:
-    """A purchase of the caller's: the order, each line's points and returns."""
+    """A purchase of the caller's: the order, each line's points and returns.
+
+    ``sky.read_purchase(bought.purchase.id).returned_points``"""
     return _get(f"/v1/purchases/{_segment(purchase_id)}", _PURCHASE_VIEW)
 
 
