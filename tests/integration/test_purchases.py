@@ -20,9 +20,13 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+import pytest
+from sqlalchemy import func, insert, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from exchange.base import utcnow, uuid7
+from exchange.ledger.models import LedgerTransaction
 from exchange.ledger.verify import verify_ledger
 from exchange.purchases.models import Purchase, PurchaseReturn
 from tests.integration.conftest import Credentials, Partners, SignedApi
@@ -334,3 +338,40 @@ async def test_a_batch_takes_purchases_each_with_its_own_outcome(
     async with sessions() as session:
         report = await verify_ledger(session)
     assert report.ok, report.as_dict()
+
+
+async def test_the_database_keeps_purchases_and_rule_versions_as_written(
+    api: SignedApi, partners: Partners, sessions: Sessions, engine: AsyncEngine
+) -> None:
+    """Past the services: rule versions, purchases, their lines and returns are never changed or
+    removed, and the transaction kinds are still checked (``earn`` added, nothing else)."""
+    sky = partners.sky
+    await set_rules(api, sky, RULES)
+    await enrol(api, sky, "alice")
+    purchase = (await api.post("/v1/purchases", order(), as_=sky)).json()["purchase"]
+    back = await api.post(
+        f"/v1/purchases/{purchase['id']}/returns", {"lines": [{"line": 1, "quantity": 1}]}, as_=sky
+    )
+    assert back.status_code == 201, back.text
+    for statement in [
+        "UPDATE earn_rule_version SET rules = '{}'",
+        "DELETE FROM earn_rule_version",
+        "UPDATE purchase SET points = points + 1",
+        "DELETE FROM purchase_line",
+        "UPDATE purchase_return SET points = 0",
+        "DELETE FROM purchase_return_line",
+    ]:
+        with pytest.raises(IntegrityError, match="immutable"):
+            async with engine.begin() as connection:
+                await connection.execute(text(statement))
+    async with sessions() as session:
+        partner_id = await session.scalar(select(Purchase.partner_id))
+    with pytest.raises(IntegrityError, match=r"ck_ledger_transaction_kind|CHECK constraint"):
+        async with engine.begin() as connection:
+            await connection.execute(
+                insert(LedgerTransaction.__table__).values(
+                    id=uuid7(), kind="bogus", partner_id=partner_id, points=0, created_at=utcnow()
+                )
+            )
+    shown = (await api.get(f"/v1/purchases/{purchase['id']}", as_=sky)).json()
+    assert (shown["points"], shown["returned_points"]) == (296, 202)
