@@ -375,3 +375,22 @@ async def test_the_database_keeps_purchases_and_rule_versions_as_written(
             )
     shown = (await api.get(f"/v1/purchases/{purchase['id']}", as_=sky)).json()
     assert (shown["points"], shown["returned_points"]) == (296, 202)
+
+
+async def test_a_return_sent_twice_with_its_key_takes_back_once(
+    api: SignedApi, partners: Partners, sessions: Sessions
+) -> None:
+    sky = partners.sky
+    await set_rules(api, sky, RULES)
+    await enrol(api, sky, "alice")
+    purchase = (await api.post("/v1/purchases", order(), as_=sky)).json()["purchase"]
+    path = f"/v1/purchases/{purchase['id']}/returns"
+    body = {"lines": [{"line": 3, "quantity": 1}]}
+    first = await api.post(path, body, as_=sky, idempotency_key="return-1")
+    again = await api.post(path, body, as_=sky, idempotency_key="return-1")
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert again.headers.get("idempotent-replayed") == "true"
+    assert again.json() == first.json()
+    assert first.json()["returned"]["points"] == 6  # floor(19 * 1 / 3)
+    assert await _counts(sessions) == (1, 1)
+    assert await balance(api, sky, "alice") == 290
