@@ -99,7 +99,7 @@ class PurchaseBatching(BatchPurchases):
                 idempotency_key=operation.idempotency_key,
                 points=points,
                 member_ref=operation.member_ref,
-                reference=operation.order_id[:200],
+                reference=operation.order_id,
                 details=details,
                 refusal=refusal,
             )

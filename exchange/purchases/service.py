@@ -208,7 +208,7 @@ async def post_purchase(
     spec = earn_spec(
         caller, member, points,
         details=priced.details(data.order_id, purchase_id, data.member_ref),
-        reference=data.order_id[:200], idempotency_key=idempotency_key,
+        reference=data.order_id, idempotency_key=idempotency_key,
     )  # fmt: skip
     posted = await post_transaction(session, spec._replace(transaction_id=transaction_id))
     return await purchase_view(session, caller, purchase_id), posted
