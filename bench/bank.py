@@ -1,6 +1,7 @@
 """The bank test, in the manner of Jepsen's: money and points must survive crashes.
 
-Many concurrent clients issue, redeem, transfer, convert, donate, reverse and batch at random
+Many concurrent clients issue, redeem, transfer, convert, donate, reverse, buy (purchases that
+earn points by the brand's earn rules), return bought lines and batch at random
 through the real signed API, each brand with its own Ed25519 key, against a real uvicorn process
 on a fresh PostgreSQL database, while a killer SIGKILLs the service every few seconds and starts
 it again (same port, same database, same signing and master keys). A client that loses its
@@ -9,12 +10,12 @@ Some operations are sent impatiently (the first attempt hangs up after 20 ms, of
 exchange goes on to commit it), and some clients give up at their first lost answer: those
 operations stay *unknown*, as real ones do.
 
-Some of the requests are batches (``POST /v1/batches``): 2 to 8 issue, redeem and transfer
-operations of one brand, each with an item key of its own. A batch is retried like any request,
-with the same item keys, and half its retries go under a new Idempotency-Key: the exchange then
-cannot replay the request, and must replay the items that had posted by their own keys
-(``replayed: true``). Batches are impatient more often than single operations, so that this
-happens in every run. Each item is an operation of its own in the log and in every check below,
+Some of the requests are batches (``POST /v1/batches``): 2 to 8 issue, redeem, transfer and
+purchase operations of one brand, each with an item key of its own. A batch is retried like any
+request, with the same item keys, and half its retries go under a new Idempotency-Key: the
+exchange then cannot replay the request, and must replay the items that had posted by their own
+keys (``replayed: true``). Batches are impatient more often than single operations, so that
+this happens in every run. Each item is an operation of its own in the log and in every check below,
 its outcome the one the batch's answer gives it (or ``unknown`` with the batch's); reversals
 may pick an acknowledged item as their original.
 
@@ -34,12 +35,13 @@ against the database:
    answers are its items';
 4. ``verify_ledger`` (and ``litestar ledger verify``, as a subprocess) finds no fault;
 5. each member's balance is what the log says it must be (a model of every operation, reversals
-   included), each participant's settlement balance is its net from the log, and settling the
-   whole run as one business day (a calendar whose cutoff is just after the run) gives the gross
-   obligations the log predicts: per conversion ``destination_micros`` from the source brand to
-   the destination brand and ``operator_fee_micros`` to the operator, per donation its receipt's
-   ``amount_micros`` to the charity, and per reversed share of either the opposite obligation
-   (for a conversion, the destination points and fee points moved back at their values).
+   and returns included), each participant's settlement balance is its net from the log, and
+   settling the whole run as one business day (a calendar whose cutoff is just after the run)
+   gives the gross obligations the log predicts: per conversion ``destination_micros`` from the
+   source brand to the destination brand and ``operator_fee_micros`` to the operator, per
+   donation its receipt's ``amount_micros`` to the charity, and per reversed share of either the
+   opposite obligation (for a conversion, the destination points and fee points moved back at
+   their values). Purchases and their returns move points only: they are in the members' model.
 
 Reversals are predicted without knowing the order they committed in: the engine reverses a share
 of a transaction cumulatively (:func:`exchange.ledger.reversal.reversal_legs`), so whatever the
@@ -79,12 +81,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bench.pg import drop_database, recreate_database
 from bench.service import ROOT, ServiceProcess
+from exchange.contract.purchases import EarnRate, EarnRulesCreate
 from exchange.db import create_engine
 from exchange.ledger.models import Account, LedgerTransaction, Member, Posting
 from exchange.ledger.parties import PartnerInfo
 from exchange.ledger.verify import verify_ledger
 from exchange.migrate import upgrade_async
 from exchange.pricing.service import set_point_value, set_rate
+from exchange.purchases.rules import set_earn_rules
 from exchange.settings import Settings
 from exchange.signing import load_exchange_keys
 from partners.client import IN_FLIGHT_PROBLEM, AsyncExchangeClient, ResponseSignatureInvalid
@@ -114,8 +118,17 @@ OPERATIONS = {
     "donate": (10, "/v1/donations"),
     "redeem": (10, "/v1/redemptions"),
     "reverse": (15, "/v1/transactions/{}/reversal"),
-    "batch": (10, "/v1/batches"),
+    "batch": (12, "/v1/batches"),  # about as large a share as before purchases joined
+    "purchase": (10, "/v1/purchases"),
+    "return": (6, "/v1/purchases/{}/returns"),
 }
+LEDGER_KINDS = {"purchase": "earn", "return": "reverse"}
+"""The transaction kind of an operation whose kind is not its own name."""
+EARN_RULES = EarnRulesCreate(
+    rates=[EarnRate("EUR", 1, 100)], category_multipliers_bps={"books": 20_000}
+)
+"""Every brand's: 1 point per euro, books doubled. Lines of 1.00 to 300.00 EUR, one unit each,
+so every line earns, and every return (of one line) takes back at least a point."""
 BATCH_ITEMS = (2, 8)
 """How many operations a batch holds (issue, redeem and transfer of one brand, at random)."""
 REKEY_RATE = 0.5
@@ -376,6 +389,7 @@ async def prepare(database_url: str, data_dir: Path, config: BankConfig) -> Worl
                     master_key=base64.b64decode(master_key), public_key_pem=_pem(private, True),
                 )  # fmt: skip
                 brands[currency] = Brand(info, key.key_id, private)
+                await set_earn_rules(session, info, EARN_RULES)
             for currency, micros in POINT_VALUES.items():
                 await set_point_value(session, currency, micros)
             for (source, destination), (from_points, to_points, fee_bps, least) in RATES.items():
@@ -402,6 +416,8 @@ class Bank:
         self.result = BankResult(ops=[])
         self.acknowledged: dict[str, list[Op]] = defaultdict(list)
         """Per brand, its acknowledged operations a reversal may pick (any but reversals)."""
+        self.purchases: dict[str, list[Op]] = defaultdict(list)
+        """Per brand, its purchases acknowledged as single requests, which returns pick from."""
         self.next_id = 0
         self.run_tag = uuid.uuid4().hex[:8]
         self.end = self.deadline = math.inf
@@ -440,7 +456,7 @@ class Bank:
         op = self.new_op(client, "batch", brand, "/v1/batches", {"operations": operations}, **chaos)
         for _ in range(rng.randint(*BATCH_ITEMS)):
             self.next_id += 1
-            kind = rng.choice(("issue", "redeem", "transfer"))
+            kind = rng.choice(("issue", "redeem", "transfer", "purchase"))
             key = f"bank-{self.run_tag}-{client}-{self.next_id}"
             body = {"type": kind, "idempotency_key": key}
             body.update(self.points_body(kind, rng, f"bank-{self.run_tag}-{self.next_id}"))
@@ -452,10 +468,32 @@ class Bank:
             operations.append(body)
         return op
 
+    def new_return(self, client: int, brand: str, rng: random.Random, chaos: dict[str, bool]) -> Op:
+        """A return of one line of an acknowledged purchase (often a recent one, so that returns
+        of one purchase race): refused when that line was returned already."""
+        candidates = self.purchases[brand]
+        original = rng.choice(candidates[-20:] if rng.random() < 0.5 else candidates)
+        purchase = original.response["purchase"]
+        line = rng.randint(1, len(original.body["lines"]))
+        path = OPERATIONS["return"][1].format(purchase["id"])
+        body = {"lines": [{"line": line, "quantity": 1}]}
+        return self.new_op(
+            client, "return", brand, path, body, target=original.transaction_id, **chaos
+        )
+
     def points_body(self, kind: str, rng: random.Random, reference: str) -> dict[str, Any]:
-        """An issue's, a redemption's or a transfer's body, alone or as a batch's operation."""
+        """An issue's, a redemption's, a transfer's or a purchase's body, alone or as a batch's
+        operation."""
         refs = self.world.member_refs
         member = rng.choice(refs)
+        if kind == "purchase":
+            lines = [
+                {"sku": f"sku-{rng.randint(1, 50)}", "product_type": "goods",
+                 "category": rng.choice(("books", "food", "music")),
+                 "amount_minor": rng.randint(100, 30_000)}
+                for _ in range(rng.randint(1, 3))
+            ]  # fmt: skip
+            return {"order_id": reference, "member_ref": member, "currency": "EUR", "lines": lines}
         if kind == "issue":
             return {"member_ref": member, "points": rng.randint(1, 3_000), "reference": reference}
         if kind == "redeem":
@@ -543,8 +581,10 @@ class Bank:
                 self._take_items(op, body)
             elif op.kind != "enrol":
                 op.transaction_id = body["transaction"]["id"]
-                if op.kind != "reverse":
+                if op.kind not in ("reverse", "return"):
                     self.acknowledged[op.brand].append(op)
+                if op.kind == "purchase":
+                    self.purchases[op.brand].append(op)
         else:
             op.outcome = "refused"
             for item in op.items:  # refused as a whole: none of them posted
@@ -611,11 +651,16 @@ class Bank:
                     client, kind, brand, OPERATIONS[kind][1].format(original.transaction_id), share,
                     target=original.transaction_id, **chaos,
                 )  # fmt: skip
+        if kind == "return":
+            if not self.purchases[brand]:
+                kind = "purchase"
+            else:
+                return self.new_return(client, brand, rng, chaos)
         if kind == "batch":
             return self.new_batch(client, brand, rng, **chaos)
         path = OPERATIONS[kind][1]
         body: dict[str, Any]
-        if kind in ("issue", "redeem", "transfer"):
+        if kind in ("issue", "redeem", "transfer", "purchase"):
             body = self.points_body(kind, rng, reference)
         elif kind == "convert":
             destination = rng.choice([c for c in sorted(self.world.brands) if c != brand])
@@ -736,7 +781,9 @@ class Model:
         elif op.kind == "donate":
             self.points[brand, body["member_ref"]] -= body["points"]
             self.owed[self.partner_of[brand], self.charity] += facts["amount_micros"]
-        elif op.kind == "reverse":
+        elif op.kind == "purchase":
+            self.points[brand, body["member_ref"]] += facts["points"]
+        elif op.kind in ("reverse", "return"):
             assert op.target is not None
             self.reversed[op.target] += facts["points"]
 
@@ -756,7 +803,7 @@ class Model:
             def share(amount: int, total: int = total, reached: int = reached) -> int:
                 return amount * reached // total
 
-            if op.kind == "issue":
+            if op.kind in ("issue", "purchase"):
                 self.points[brand, body["member_ref"]] -= reached
             elif op.kind == "redeem":
                 self.points[brand, body["member_ref"]] += reached
@@ -954,9 +1001,9 @@ class Checker:
             tx = found[0]
             op.transaction_id = tx.id
             facts = _facts_from_ledger(tx)
-        if tx.kind != op.kind:
+        if tx.kind != LEDGER_KINDS.get(op.kind, op.kind):
             self.fail(f"{name} is a {tx.kind} transaction in the ledger")
-        if op.kind == "reverse" and tx.reverses_id != op.target:
+        if op.kind in ("reverse", "return") and tx.reverses_id != op.target:
             self.fail(f"{name} reverses {op.target}, the ledger says {tx.reverses_id}")
         return op, facts
 

@@ -14,6 +14,7 @@ from advanced_alchemy.extensions.litestar import (
 )
 from litestar import Litestar
 from litestar.datastructures import State
+from litestar.di import Provide
 from litestar.openapi.config import OpenAPIConfig
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
@@ -35,6 +36,8 @@ from exchange.ledger.controllers.operations import OperationsController
 from exchange.migrate import upgrade_async
 from exchange.observability import request_id_middleware, structlog_plugin
 from exchange.pricing.controllers import BrandPricingController, PricingController
+from exchange.purchases.batching import provide_batch_purchases
+from exchange.purchases.controllers import EarnRulesController, PurchasesController
 from exchange.reporting.rollup import run_rollup
 from exchange.settings import Settings, SettingsError, get_settings
 from exchange.signing import check_keys, load_exchange_keys, load_master_key
@@ -56,6 +59,8 @@ SIGNED_CONTROLLERS = (
     BrandPricingController,
     ConversionsController,
     DonationsController,
+    EarnRulesController,
+    PurchasesController,
     BatchesController,
     SettlementsController,
     WebhookController,
@@ -63,6 +68,11 @@ SIGNED_CONTROLLERS = (
     TransparencyController,
 )
 """Every feature's routes under the signed ``/v1`` router."""
+
+SIGNED_DEPENDENCIES = {
+    "batch_purchases": Provide(provide_batch_purchases, sync_to_thread=False),
+}
+"""What one feature's routes take from another: batches price their purchases by earn rules."""
 
 
 class MetricsController(PrometheusController):
@@ -128,7 +138,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             SystemController,
             MetricsController,
             swagger_assets(),
-            v1_router(engine, db_config, SIGNED_CONTROLLERS),
+            v1_router(engine, db_config, SIGNED_CONTROLLERS, SIGNED_DEPENDENCIES),
             *console_routers(db_config),
         ],
         plugins=[

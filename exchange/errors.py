@@ -350,3 +350,40 @@ class ConcurrentUse(DomainError):
     slug = "concurrent-use"
     status = 409
     title = "Another request being posted at this moment uses the same resource; retry"
+
+
+# --- earn rules and purchases -------------------------------------------------------------------
+
+
+class EarnRulesNotFound(DomainError):
+    slug = "earn-rules-not-found"
+    title = "The brand has no earn rules in force"
+
+
+class CurrencyNotEarning(DomainError):
+    """The rule version in force has no rate for the order's money currency."""
+
+    slug = "currency-not-earning"
+    title = "The earn rules have no rate for this currency"
+
+
+class NothingEarned(DomainError):
+    slug = "nothing-earned"
+    title = "The order earns no points"
+
+
+class PurchaseNotFound(DomainError):
+    slug = "purchase-not-found"
+    status = 404
+    title = "No such purchase"
+
+
+class OrderExists(DomainError):
+    slug = "order-exists"
+    status = 409
+    title = "This order has earned its points already"
+
+
+class ReturnExceedsPurchase(DomainError):
+    slug = "return-exceeds-purchase"
+    title = "More would be returned than the order bought"

@@ -5,6 +5,7 @@ from exchange.base import Base
 from exchange.console import models as console_models
 from exchange.ledger import models as ledger_models
 from exchange.pricing import models as rate_models
+from exchange.purchases import models as purchase_models
 from exchange.reporting import models as reporting_models
 from exchange.transparency import models as log_models
 from partners import models as partner_models
@@ -19,6 +20,7 @@ __all__ = [
     "metadata",
     "outbox_models",
     "partner_models",
+    "purchase_models",
     "rate_models",
     "reporting_models",
     "settlement_models",

@@ -52,12 +52,22 @@ import msgspec
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from exchange.contract.batches import BatchCreate, BatchOperation, BatchOut
+from exchange.contract.purchases import (
+    EarnQuoteOut,
+    EarnRulesCreate,
+    EarnRulesOut,
+    EarnRulesPage,
+    OrderLine,
+    PurchaseCreate,
+    PurchaseOut,
+    PurchaseQuoteCreate,
+    PurchaseView,
+    ReturnCreate,
+    ReturnLine,
+    ReturnOut,
+)
 from exchange.contract.schemas import (
-    BatchCreate,
-    BatchIssue,
-    BatchOut,
-    BatchRedemption,
-    BatchTransfer,
     CharityOut,
     ConversionCreate,
     ConversionOut,
@@ -177,6 +187,12 @@ _QUOTE = _answer(QuoteOut)
 _CONVERSION = _answer(ConversionOut)
 _DONATION = _answer(DonationOut)
 _BATCH = _answer(BatchOut)
+_EARN_RULES = _answer(EarnRulesOut)
+_EARN_RULES_PAGE = _answer(EarnRulesPage)
+_PURCHASE = _answer(PurchaseOut)
+_EARN_QUOTE = _answer(EarnQuoteOut)
+_RETURN = _answer(ReturnOut)
+_PURCHASE_VIEW = _answer(PurchaseView)
 _STATEMENTS = _answer(list[JsonObject])
 _STATEMENT = _answer(JsonObject)
 _KEYS = msgspec.json.Decoder(list[PublicKey])
@@ -400,12 +416,75 @@ def _donate(
 
 
 def _batch(
-    operations: list[BatchIssue | BatchRedemption | BatchTransfer],
+    operations: list[BatchOperation],
     *,
     idempotency_key: str | None = None,
 ) -> Call[BatchOut]:
-    """Up to 1000 issuances, redemptions and transfers in one request, each with its key."""
+    """Up to 1000 issuances, redemptions, transfers and purchases in one request, each with its
+    key (``BatchIssue``, ``BatchRedemption``, ``BatchTransfer``, ``BatchPurchase``)."""
     return _post("/v1/batches", BatchCreate(operations), _BATCH, idempotency_key)
+
+
+def _set_earn_rules(
+    rules: EarnRulesCreate, *, idempotency_key: str | None = None
+) -> Call[EarnRulesOut]:
+    """A new version of the caller's earn rules (from ``rules.effective_at``, default now).
+
+    ``sky.set_earn_rules(EarnRulesCreate(rates=[EarnRate("EUR", 1, 100)])).id``"""
+    return _post("/v1/earn-rules", rules, _EARN_RULES, idempotency_key)
+
+
+def _earn_rules(at: dt.datetime | None = None) -> Call[EarnRulesPage]:
+    """The caller's earn rules in force (at ``at``, default now) and every version.
+
+    ``sky.earn_rules().current.order_cap``"""
+    params = None if at is None else {"at": at.isoformat()}
+    return _get("/v1/earn-rules", _EARN_RULES_PAGE, params=params)
+
+
+def _purchase(
+    order_id: str,
+    member_ref: MemberRef,
+    currency: str,
+    lines: list[OrderLine],
+    *,
+    idempotency_key: str | None = None,
+) -> Call[PurchaseOut]:
+    """An order of a member, in ``currency`` (ISO 4217, amounts in minor units): the points it
+    earns under the rules in force, issued as one ``earn`` transaction.
+
+    ``sky.purchase("o-1", "alice", "EUR", [OrderLine("s1", "shoe", "shoes", 4_999)]).purchase``"""
+    body = PurchaseCreate(order_id, member_ref, currency, lines)
+    return _post("/v1/purchases", body, _PURCHASE, idempotency_key)
+
+
+def _quote_purchase(
+    currency: str, lines: list[OrderLine], *, idempotency_key: str | None = None
+) -> Call[EarnQuoteOut]:
+    """What an order would earn now, per line; nothing is posted.
+
+    ``sky.quote_purchase("EUR", [OrderLine("s1", "shoe", "shoes", 4_999)]).points``"""
+    return _post(
+        "/v1/purchases/quote", PurchaseQuoteCreate(currency, lines), _EARN_QUOTE, idempotency_key
+    )
+
+
+def _return_purchase(
+    purchase_id: uuid.UUID | str, lines: list[ReturnLine], *, idempotency_key: str | None = None
+) -> Call[ReturnOut]:
+    """Units of a purchase's lines given back (``ReturnLine(line, quantity)``, lines from 1):
+    their points are taken back from the member.
+
+    ``sky.return_purchase(bought.purchase.id, [ReturnLine(1, 1)]).returned.points``"""
+    path = f"/v1/purchases/{_segment(purchase_id)}/returns"
+    return _post(path, ReturnCreate(lines), _RETURN, idempotency_key)
+
+
+def _read_purchase(purchase_id: uuid.UUID | str) -> Call[PurchaseView]:
+    """A purchase of the caller's: the order, each line's points and returns.
+
+    ``sky.read_purchase(bought.purchase.id).returned_points``"""
+    return _get(f"/v1/purchases/{_segment(purchase_id)}", _PURCHASE_VIEW)
 
 
 def _read_hold(hold_id: uuid.UUID | str) -> Call[HoldOut]:
@@ -685,6 +764,12 @@ class _Operations:
     convert = Operation(_convert)
     donate = Operation(_donate)
     batch = Operation(_batch)
+    set_earn_rules = Operation(_set_earn_rules)
+    earn_rules = Operation(_earn_rules)
+    purchase = Operation(_purchase)
+    quote_purchase = Operation(_quote_purchase)
+    return_purchase = Operation(_return_purchase)
+    read_purchase = Operation(_read_purchase)
     settlements = Operation(_settlements)
     settlement = Operation(_settlement)
     settlement_csv = Operation(_settlement_csv)

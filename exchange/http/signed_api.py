@@ -13,7 +13,7 @@ else.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -137,9 +137,11 @@ def v1_router(
     engine: AsyncEngine,
     db_config: SQLAlchemyAsyncConfig,
     controllers: Sequence[ControllerRouterHandler],
+    provided: Mapping[str, Provide] | None = None,
 ) -> Router:
-    """The signed API over the features' ``controllers`` (the app factory names them).
-    ``engine`` serves the signature layer's own short transactions."""
+    """The signed API over the features' ``controllers`` (the app factory names them, and the
+    dependencies one feature ``provided`` for another's routes). ``engine`` serves the signature
+    layer's own short transactions."""
     dependencies: dict[str, Any] = {
         "caller": Provide(provide_caller, sync_to_thread=False),
         "idempotency_key": Provide(provide_idempotency_key, sync_to_thread=False),
@@ -147,6 +149,7 @@ def v1_router(
         "settings": Provide(provide_settings, sync_to_thread=False),
         "exchange_keys": Provide(provide_exchange_keys, sync_to_thread=False),
         "master_key": Provide(provide_master_key, sync_to_thread=False),
+        **(provided or {}),
     }
     return Router(
         path="/v1",

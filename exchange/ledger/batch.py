@@ -1,6 +1,11 @@
-"""Batches: up to :data:`MAX_ITEMS` issue, redeem and transfer operations of one brand, posted in
-one call of the engine (:func:`exchange.ledger.engine.post_transactions`), each with its own
-outcome and its own idempotency.
+"""Batches: up to :data:`MAX_ITEMS` issue, redeem, transfer and earn operations of one brand,
+posted in one call of the engine (:func:`exchange.ledger.engine.post_transactions`), each with its
+own outcome and its own idempotency.
+
+Earn items. A purchase's points come from its brand's earn rules, a feature the core does not
+know: the caller (``exchange.purchases.batching``, wired in by the app) prices each purchase
+first and hands an ``earn`` item with its points and details, or with the ``refusal`` the
+purchase already had (no rules, an order that exists); it records the purchases once posted.
 
 Item keys. Each item carries an idempotency key of the partner's. Its transaction keeps it
 (``ledger_transaction.idempotency_key``, with ``batch_id`` set) for as long as the ledger, and
@@ -29,9 +34,9 @@ from __future__ import annotations
 import datetime as dt
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 from sqlalchemy import Table, and_, select
@@ -44,14 +49,20 @@ from exchange.errors import DomainError, InvalidInput, MemberNotFound
 from exchange.ledger.engine import PostedTransaction, TransactionSpec, post_transactions
 from exchange.ledger.members import MemberAccount, brand_currency, find_members
 from exchange.ledger.models import Account, LedgerTransaction, Member, Posting
-from exchange.ledger.operations import check_transfer, issue_spec, redeem_spec, transfer_spec
+from exchange.ledger.operations import (
+    check_transfer,
+    earn_spec,
+    issue_spec,
+    redeem_spec,
+    transfer_spec,
+)
 from exchange.ledger.parties import PartnerInfo
 from exchange.ledger.reads import PostingView
 from exchange.ledger.validation import check_member_ref, check_points
 
 MAX_ITEMS = 1000
 MAX_KEY_LENGTH = 255
-ItemType = Literal["issue", "redeem", "transfer"]
+ItemType = Literal["issue", "redeem", "transfer", "earn"]
 
 _ITEM_KEY = re.compile(r"^[\x21-\x7e]+$")
 """Visible ASCII, like an Idempotency-Key header's value."""
@@ -88,6 +99,10 @@ class BatchItem:
     from_member_ref: str | None = None
     to_member_ref: str | None = None
     reference: str | None = None
+    details: Mapping[str, Any] | None = None
+    """An ``earn``'s details, kept with its transaction."""
+    refusal: DomainError | None = None
+    """Refused before the ledger was read (its key is still looked up: a replay wins)."""
 
     @property
     def member_refs(self) -> tuple[str, ...]:
@@ -145,11 +160,12 @@ def _check_item(item: BatchItem) -> None:
         )
     if item.type == "transfer":
         check_transfer(item.from_member_ref, item.to_member_ref, item.points)
-    elif item.type in ("issue", "redeem"):
-        check_points(item.points)
+    elif item.type in ("issue", "redeem", "earn"):
+        if item.refusal is None:
+            check_points(item.points)
         check_member_ref(item.member_ref)
     else:
-        raise InvalidInput("type is issue, redeem or transfer", field="type")
+        raise InvalidInput("type is issue, redeem, transfer or earn", field="type")
 
 
 def check_items(items: Sequence[BatchItem]) -> None:
@@ -188,6 +204,11 @@ def _spec(
             partner, source, target, item.points,
             reference=reference, idempotency_key=key, batch_id=batch_id,
         )  # fmt: skip
+    if item.type == "earn":
+        return earn_spec(
+            partner, members[item.member_refs[0]], item.points, details=item.details or {},
+            reference=reference, idempotency_key=key, batch_id=batch_id,
+        )  # fmt: skip
     build = issue_spec if item.type == "issue" else redeem_spec
     return build(
         partner, members[item.member_refs[0]], item.points,
@@ -196,8 +217,11 @@ def _spec(
 
 
 def _same_operation(item: BatchItem, stored: StoredTransaction) -> bool:
-    """Whether the stored transaction is what ``item`` asks for."""
-    if (stored.kind, stored.points, stored.reference) != (item.type, item.points, item.reference):
+    """Whether the stored transaction is what ``item`` asks for. An item refused before the
+    ledger was read (a purchase whose order has its transaction already) has no points of its
+    own to compare: its kind, reference and member say whether the transaction is its."""
+    points = stored.points if item.refusal is not None else item.points
+    if (stored.kind, stored.points, stored.reference) != (item.type, points, item.reference):
         return False
     members = [p for p in stored.postings if p.account_kind == "member"]
     if item.type == "transfer":
@@ -361,7 +385,9 @@ async def _post_items(
     fresh: list[int] = []
     for index, item in enumerate(items):
         known = stored.get(item.idempotency_key)
-        if known is None:
+        if known is None and item.refusal is not None:
+            outcomes[index] = ItemRefused(item.refusal)
+        elif known is None:
             fresh.append(index)
         elif _same_operation(item, known):
             outcomes[index] = ItemReplayed(known)

@@ -27,7 +27,7 @@ from exchange.base import Base, BigIntPK, UTCDateTime, utcnow, uuid7
 
 TRANSACTION_KINDS = (
     "issue", "redeem", "transfer", "convert", "donate",
-    "hold", "capture", "void", "reverse", "settle",
+    "hold", "capture", "void", "reverse", "settle", "earn",
 )  # fmt: skip
 ACCOUNT_KINDS = ("member", "issuance", "settlement")
 HOLD_STATUSES = ("active", "captured", "voided", "expired")
@@ -88,7 +88,7 @@ class LedgerTransaction(Base):
     __table_args__ = (
         CheckConstraint(
             "kind IN ('issue', 'redeem', 'transfer', 'convert', 'donate',"
-            " 'hold', 'capture', 'void', 'reverse', 'settle')",
+            " 'hold', 'capture', 'void', 'reverse', 'settle', 'earn')",
             name="kind",
         ),
         CheckConstraint("points >= 0", name="points"),

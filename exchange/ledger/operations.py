@@ -1,4 +1,5 @@
-"""A brand's operations on its members' points: issue (earn), redeem (burn) and transfer.
+"""A brand's operations on its members' points: issue (earn), redeem (burn) and transfer, and the
+``earn`` of a purchase, whose points a feature computed (``exchange.purchases``).
 
 Each comes in two halves: ``*_spec`` builds the engine's spec from members already looked up (no
 I/O), so that a batch (``exchange.ledger.batch``) can look up all its members in one query
@@ -9,6 +10,8 @@ database transaction, and commits nothing."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -29,6 +32,7 @@ def _issuance_spec(
     reference: str | None,
     idempotency_key: str | None,
     batch_id: uuid.UUID | None,
+    details: Mapping[str, Any] | None = None,
 ) -> TransactionSpec:
     """The member's ``direction * points`` against the brand's issuance shard."""
     check_points(points)
@@ -42,6 +46,7 @@ def _issuance_spec(
         batch_id=batch_id,
         legs=(Leg(member.account_id, amount), Leg(member.issuance_account_id, -amount)),
         member_refs={member.account_id: member.member_ref},
+        details=details,
     )
 
 
@@ -58,6 +63,24 @@ def issue_spec(
     return _issuance_spec(
         "issue", 1, partner, member, points,
         reference=reference, idempotency_key=idempotency_key, batch_id=batch_id,
+    )  # fmt: skip
+
+
+def earn_spec(
+    partner: PartnerInfo,
+    member: MemberAccount,
+    points: int,
+    *,
+    details: Mapping[str, Any],
+    reference: str | None = None,
+    idempotency_key: str | None = None,
+    batch_id: uuid.UUID | None = None,
+) -> TransactionSpec:
+    """A purchase's points: postings as an issue's, kind ``earn``, and ``details`` (the rule
+    version and each line's points) kept with the transaction. No I/O."""
+    return _issuance_spec(
+        "earn", 1, partner, member, points,
+        reference=reference, idempotency_key=idempotency_key, batch_id=batch_id, details=details,
     )  # fmt: skip
 
 

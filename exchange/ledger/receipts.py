@@ -62,7 +62,7 @@ def transaction_out(view: TransactionView) -> TransactionOut:
     )
 
 
-_OWN_ACCOUNTS_ONLY = frozenset({"issue", "redeem", "transfer"})
+_OWN_ACCOUNTS_ONLY = frozenset({"issue", "redeem", "transfer", "earn"})
 """Kinds whose every posting is on the brand's own accounts, with no reversal or hold."""
 
 

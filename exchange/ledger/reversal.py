@@ -35,6 +35,10 @@ from exchange.ledger.parties import PartnerInfo
 from exchange.ledger.validation import check_points
 
 REVERSIBLE_KINDS = frozenset({"issue", "redeem", "transfer", "convert", "donate", "capture"})
+"""What ``POST /v1/transactions/{id}/reversal`` reverses. An ``earn`` is not among them: its
+order's returns take its points back (``exchange.purchases``), through :func:`reverse` with
+``kinds=EARN_KINDS``, so that what the order shows returned is all that was."""
+EARN_KINDS = frozenset({"earn"})
 
 account_t = cast(Table, Account.__table__)
 member_t = cast(Table, Member.__table__)
@@ -167,7 +171,10 @@ async def _touched(session: AsyncSession, partner: PartnerInfo, transaction_id: 
 
 
 async def _reversible(
-    session: AsyncSession, partner: PartnerInfo, transaction_id: uuid.UUID
+    session: AsyncSession,
+    partner: PartnerInfo,
+    transaction_id: uuid.UUID,
+    kinds: frozenset[str] = REVERSIBLE_KINDS,
 ) -> tuple[Any, int]:
     """The partner's transaction, locked (reversals of one transaction queue on its row), and
     the points reversed so far."""
@@ -187,8 +194,11 @@ async def _reversible(
         raise TransactionNotFound(
             f"no transaction {transaction_id}", transaction_id=str(transaction_id)
         )
-    if original.kind not in REVERSIBLE_KINDS:
-        raise NotReversible(f"a {original.kind} transaction cannot be reversed", kind=original.kind)
+    if original.kind not in kinds:
+        detail = f"a {original.kind} transaction cannot be reversed"
+        if original.kind == "earn":
+            detail = "an earn transaction is taken back by returns of its purchase"
+        raise NotReversible(detail, kind=original.kind)
     already = await session.scalar(
         select(func.coalesce(func.sum(transaction_t.c.points), 0)).where(
             transaction_t.c.reverses_id == transaction_id
@@ -227,10 +237,11 @@ async def reverse(
     points: int | None = None,
     *,
     idempotency_key: str | None = None,
+    kinds: frozenset[str] = REVERSIBLE_KINDS,
 ) -> PostedTransaction:
-    """Reverse all or part of a transaction the partner made. Reversals of one transaction are
-    serialised on its row, and together never exceed its points."""
-    original, already = await _reversible(session, partner, transaction_id)
+    """Reverse all or part of a transaction the partner made, of one of ``kinds``. Reversals of
+    one transaction are serialised on its row, and together never exceed its points."""
+    original, already = await _reversible(session, partner, transaction_id, kinds)
     remaining = original.points - already
     amount = remaining if points is None else check_points(points)
     if amount <= 0 or amount > remaining:

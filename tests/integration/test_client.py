@@ -31,6 +31,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from exchange.base import utcnow
+from exchange.contract.batches import BatchPurchase
+from exchange.contract.purchases import EarnRate, EarnRulesCreate, OrderLine, ReturnLine
 from exchange.contract.schemas import (
     HoldOperationOut,
     MemberOut,
@@ -702,3 +704,34 @@ async def test_the_sdk_lists_dead_letters_and_replays_one(
         replayed = await sdk("replay_delivery", event)
         assert (replayed.event_id, replayed.state, replayed.attempts) == (event, "pending", 0)
         assert await sdk("deliveries", "dead") == []
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+async def test_the_sdk_sets_earn_rules_buys_returns_and_batches_purchases(
+    live_server: LiveServer, sky: Brand, flavour: str
+) -> None:
+    """1 point per euro, shoes 1.5x: a 49.99 EUR pair of shoes earns floor(74.985) = 74 and a
+    10.00 EUR sock 10; returning the sock takes its 10 back. The answers are the contract's
+    Structs, typed."""
+    shoes = OrderLine("RUN-1", "apparel", "shoes", 4_999)
+    sock = OrderLine("SOCK", "apparel", "socks", 1_000)
+    async with sdk_for(flavour, live_server, sky.ed25519) as sdk:
+        rules = EarnRulesCreate(
+            rates=[EarnRate("EUR", 1, 100)], category_multipliers_bps={"shoes": 15_000}
+        )
+        version = await sdk("set_earn_rules", rules)
+        assert (await sdk("earn_rules")).current == version
+        await sdk("enrol", "alice")
+        quote = await sdk("quote_purchase", "EUR", [shoes, sock])
+        assert [line.points for line in quote.lines] == [74, 10]
+        bought = await sdk("purchase", "o-1", "alice", "EUR", [shoes, sock])
+        assert (bought.purchase.points, bought.transaction.kind) == (84, "earn")
+        assert receipt_verifies(live_server, bought)
+        back = await sdk("return_purchase", bought.purchase.id, [ReturnLine(2, 1)])
+        assert (back.returned.points, back.balances[0].balance) == (10, 74)
+        assert (await sdk("read_purchase", bought.purchase.id)).returned_points == 10
+        batch = await sdk("batch", [BatchPurchase("item-1", "o-2", "alice", "EUR", [shoes])])
+        assert (batch.posted, batch.results[0].transaction.points) == (1, 74)
+        with pytest.raises(ProblemError) as refused:
+            await sdk("purchase", "o-1", "alice", "EUR", [shoes])
+        assert refused.value.status == 409

@@ -17,10 +17,8 @@ from dataclasses import dataclass
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from exchange.contract.batches import BatchIssue, BatchRedemption, BatchTransfer
 from exchange.contract.schemas import (
-    BatchIssue,
-    BatchRedemption,
-    BatchTransfer,
     CharityOut,
     ConversionOut,
     DonationOut,

@@ -1,5 +1,8 @@
-"""``POST /v1/batches``: up to 1 000 issue, redeem and transfer operations of the calling brand in
-one signed request, for partners that post in bulk (see ``exchange.ledger.batch``).
+"""``POST /v1/batches``: up to 1 000 issue, redeem, transfer and purchase operations of the
+calling brand in one signed request, for partners that post in bulk (see ``exchange.ledger.batch``).
+
+Purchases are priced by the earn rules, a feature the ledger does not import: the route takes a
+:class:`BatchPurchases` dependency, which the app provides (``exchange.purchases.batching``).
 
 The request as a whole is idempotent like every POST (its Idempotency-Key replays the whole
 answer); each operation is too, by its own ``idempotency_key``, across requests and for good.
@@ -23,16 +26,17 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from exchange.contract.schemas import (
+from exchange.contract.batches import (
     BatchCreate,
     BatchIssue,
     BatchItemOut,
     BatchOut,
+    BatchPurchase,
     BatchRedemption,
     BatchResults,
     BatchTransfer,
-    DocumentSignature,
 )
+from exchange.contract.schemas import DocumentSignature
 from exchange.ledger import batch
 from exchange.ledger.parties import PartnerInfo
 from exchange.ledger.reads import TransactionView
@@ -55,6 +59,30 @@ _BATCH_PROBLEMS = {
         " key); nothing is posted. The operations' own refusals are in the 200 answer"
     ),
 }
+
+
+class BatchPurchases:
+    """Purchases in a batch: :meth:`items` prices them (an ``earn`` item each, or one carrying
+    its refusal) before the batch posts, :meth:`record` keeps the orders of those that posted,
+    in the same database transaction. A base class, like ``OperationPipeline``: the purchases
+    feature subclasses it and the app provides it as the ``batch_purchases`` dependency."""
+
+    async def items(
+        self,
+        session: AsyncSession,
+        caller: PartnerInfo,
+        purchases: dict[int, BatchPurchase],
+    ) -> dict[int, batch.BatchItem]:
+        raise NotImplementedError
+
+    async def record(
+        self,
+        session: AsyncSession,
+        caller: PartnerInfo,
+        purchases: dict[int, BatchPurchase],
+        outcome: batch.BatchOutcome,
+    ) -> None:
+        raise NotImplementedError
 
 
 def _item(operation: BatchIssue | BatchRedemption | BatchTransfer) -> batch.BatchItem:
@@ -151,7 +179,7 @@ class BatchesController(Controller):
     @post(
         "/batches",
         operation_id="createBatch",
-        summary="Post up to 1 000 issue, redeem and transfer operations, each on its own",
+        summary="Post up to 1 000 issue, redeem, transfer and purchase operations, each on its own",
         description="Operations apply in order, each with its own outcome (201, or the problem"
         " it would have had alone, such as 422 insufficient-points or 404 member-not-found) and"
         " its own `idempotency_key`: an operation whose key has a transaction already replays"
@@ -169,9 +197,21 @@ class BatchesController(Controller):
         caller: NamedDependency[PartnerInfo],
         db_session: NamedDependency[AsyncSession],
         exchange_keys: NamedDependency[ExchangeKeys],
+        batch_purchases: NamedDependency[BatchPurchases],
     ) -> Response[BatchOut]:
-        items = [_item(operation) for operation in data.operations]
+        purchases = {
+            index: operation
+            for index, operation in enumerate(data.operations)
+            if isinstance(operation, BatchPurchase)
+        }
+        priced = await batch_purchases.items(db_session, caller, purchases) if purchases else {}
+        items = [
+            priced[index] if isinstance(operation, BatchPurchase) else _item(operation)
+            for index, operation in enumerate(data.operations)
+        ]
         outcome = await batch.post_batch(db_session, caller, items)
+        if purchases:
+            await batch_purchases.record(db_session, caller, purchases, outcome)
         body = batch_out(exchange_keys, items, outcome)
         # A BatchOut, encoded already (see batch_out): bytes go out as they are, and the
         # annotation keeps the schema in the OpenAPI document.

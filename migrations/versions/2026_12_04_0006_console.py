@@ -7,8 +7,8 @@ across replicas); ``console_audit`` records every action; ``console_job`` a back
 started from the console (``verify``) with its progress. ``partner_key.last_used_at`` is when
 a key last signed a request, folded in from the replay nonces as they are purged.
 
-Revision ID: 0005_console
-Revises: 0005_reporting
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-04 19:10:00.000000
 """
 
@@ -19,8 +19,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0005_console"
-down_revision: str | Sequence[str] | None = "0005_reporting"
+revision: str = "0006"
+down_revision: str | Sequence[str] | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
