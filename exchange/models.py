@@ -2,6 +2,7 @@
 
 from exchange import outbox as outbox_models
 from exchange.base import Base
+from exchange.ledger import lot_models
 from exchange.ledger import models as ledger_models
 from exchange.pricing import models as rate_models
 from exchange.transparency import models as log_models
@@ -13,6 +14,7 @@ metadata = Base.metadata
 __all__ = [
     "ledger_models",
     "log_models",
+    "lot_models",
     "metadata",
     "outbox_models",
     "partner_models",
