@@ -31,6 +31,8 @@ from exchange.jobs import run_periodic_jobs
 from exchange.ledger.controllers.batches import BatchesController
 from exchange.ledger.controllers.members import MembersController
 from exchange.ledger.controllers.operations import OperationsController
+from exchange.lots.controllers import LotsController
+from exchange.lots.scheduler import run_expiry_loop
 from exchange.migrate import upgrade_async
 from exchange.observability import request_id_middleware, structlog_plugin
 from exchange.pricing.controllers import BrandPricingController, PricingController
@@ -52,6 +54,7 @@ SIGNED_CONTROLLERS = (
     OperationsController,
     PricingController,
     BrandPricingController,
+    LotsController,
     ConversionsController,
     DonationsController,
     BatchesController,
@@ -108,6 +111,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             asyncio.create_task(run_periodic_jobs(engine)),
             asyncio.create_task(run_scheduler(engine, settings, app.state.exchange_keys)),
             asyncio.create_task(run_log(engine, settings, app.state.exchange_keys)),
+            asyncio.create_task(run_expiry_loop(engine, settings)),
         ]
         try:
             yield

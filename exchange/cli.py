@@ -190,6 +190,7 @@ class ExchangeCLIPlugin(CLIPluginProtocol):
     """Adds the operator's command groups to ``litestar``."""
 
     def on_cli_init(self, cli: click.Group) -> None:
+        from exchange.lots.cli import lots_group
         from exchange.pricing.cli import rates_group
         from settlement.cli import settlement_group
 
@@ -197,3 +198,4 @@ class ExchangeCLIPlugin(CLIPluginProtocol):
         cli.add_command(ledger_group)
         cli.add_command(rates_group)
         cli.add_command(settlement_group)
+        cli.add_command(lots_group)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -28,9 +28,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from exchange.base import Base, UTCDateTime, utcnow, uuid7
+from exchange.dialect import insert_columns
 from exchange.signing import canonical_json
 
-EVENT_TYPES = frozenset({"settlement.ready", "conversion.credited"})
+EVENT_TYPES = frozenset(
+    {"settlement.ready", "conversion.credited", "points.expiring", "points.expired"}
+)
 
 
 class OutboxEvent(Base):
@@ -91,3 +94,28 @@ async def enqueue_event(
         )
     )
     return event_id
+
+
+async def enqueue_events(
+    session: AsyncSession,
+    event_type: str,
+    events: Sequence[tuple[uuid.UUID, Mapping[str, Any]]],
+    *,
+    now: dt.datetime | None = None,
+) -> None:
+    """Queue many events of one type, ``(partner id, payload)`` each, in one statement."""
+    if event_type not in EVENT_TYPES:
+        raise ValueError(f"unknown event type {event_type!r}")
+    if not events:
+        return
+    now = now or utcnow()
+    await insert_columns(
+        session,
+        outbox_t,
+        {
+            "id": [uuid7() for _ in events],
+            "partner_id": [partner_id for partner_id, _ in events],
+            "payload": [canonical_json(dict(payload)).decode() for _, payload in events],
+        },
+        {"event_type": event_type, "created_at": now, "attempts": 0, "next_attempt_at": now},
+    )

@@ -204,6 +204,10 @@ class Settings:
     """EXCHANGE_QUOTE_TTL_SECONDS: how long a conversion quote holds its rate and point values
     (1 to 900 seconds)."""
 
+    expiry_notice_days: int = 30
+    """EXCHANGE_EXPIRY_NOTICE_DAYS: how many days before its points expire a brand is sent
+    ``points.expiring`` for a member (0: never; at most 366)."""
+
     group_commit_flushers: int = 2
     """EXCHANGE_GROUP_COMMIT_FLUSHERS: groups of single operations a service process writes at
     once (README, group commit); one is prepared while another waits on the database."""
@@ -271,4 +275,5 @@ def get_settings() -> Settings:
         webhook_max_attempts=max(1, _env_int("WEBHOOK_MAX_ATTEMPTS", 15)),
         quote_ttl_seconds=_env_int("QUOTE_TTL_SECONDS", 120, low=1, high=900),
         group_commit_flushers=max(1, _env_int("GROUP_COMMIT_FLUSHERS", 2)),
+        expiry_notice_days=_env_int("EXPIRY_NOTICE_DAYS", 30, low=0, high=366),
     )

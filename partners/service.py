@@ -73,8 +73,8 @@ async def create_partner(
     code: str | None = None,
 ) -> PartnerInfo:
     """Register a partner and open its accounts: issuance shards and a breakage account on its
-    own points ledger (brands), and settlement shards on the money ledger (everyone). Names are unique per kind;
-    a charity may have a stable ``code`` (``AID``) that donations name it by."""
+    own points ledger (brands), and settlement shards on the money ledger (everyone). Names are
+    unique per kind; a charity may have a stable ``code`` (``AID``) that donations name it by."""
     if kind not in PARTNER_KINDS:
         raise InvalidInput(f"kind must be one of {', '.join(PARTNER_KINDS)}")
     name = name.strip()

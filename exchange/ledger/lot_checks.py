@@ -55,9 +55,9 @@ async def lot_faults(connection: AsyncConnection) -> AsyncIterator[tuple[str, in
         )
 
     expired = await connection.scalar(
-        select(func.coalesce(func.sum(consumption_t.c.points), 0)).join(
-            transaction_t, transaction_t.c.id == consumption_t.c.transaction_id
-        ).where(transaction_t.c.kind == "expire")
+        select(func.coalesce(func.sum(consumption_t.c.points), 0))
+        .join(transaction_t, transaction_t.c.id == consumption_t.c.transaction_id)
+        .where(transaction_t.c.kind == "expire")
     )
     breakage = await connection.scalar(
         select(func.coalesce(func.sum(account_t.c.balance), 0)).where(
@@ -65,4 +65,4 @@ async def lot_faults(connection: AsyncConnection) -> AsyncIterator[tuple[str, in
         )
     )
     if int(expired or 0) != int(breakage or 0):
-        yield f"expiries took {expired} points from lots, the breakage accounts hold {breakage}", None
+        yield f"expiries took {expired} points, the breakage accounts hold {breakage}", None

@@ -44,7 +44,8 @@ class ExpiryPolicy(Base):
         UniqueConstraint("partner_id", "effective_at"),
         CheckConstraint("kind IN ('never', 'months', 'quarters', 'activity')", name="kind"),
         CheckConstraint(
-            "(kind = 'never' AND period IS NULL) OR (kind <> 'never' AND period BETWEEN 1 AND 1200)",
+            "(kind = 'never' AND period IS NULL)"
+            " OR (kind <> 'never' AND period BETWEEN 1 AND 1200)",
             name="period",
         ),
     )

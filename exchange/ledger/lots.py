@@ -39,13 +39,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
 
-from sqlalchemy import Table, bindparam, select, text, update
+from sqlalchemy import Table, bindparam, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from exchange.base import uuid7
 from exchange.dialect import insert_columns, is_postgresql, update_by_id
 from exchange.ledger.lot_models import Lot, LotConsumption
-from exchange.ledger.policies import PolicyTerms, lot_expiry, policies_in_force
+from exchange.ledger.policies import NEVER, PolicyTerms, lot_expiry, policies_in_force
 
 if TYPE_CHECKING:  # the engine hands these over; it imports this module
     from exchange.ledger.bulk import Posted
@@ -321,3 +321,24 @@ async def _extend(session: AsyncSession, extended: Mapping[int, dt.datetime]) ->
         .values(expires_at=bindparam("b_expires", type_=lot_t.c.expires_at.type)),
         [{"b_account": a, "b_expires": e} for a, e in extended.items()],
     )
+
+
+async def next_expiry(session: AsyncSession, account_id: int) -> tuple[dt.datetime | None, int]:
+    """When the account's next open lots expire and their points; ``(None, 0)`` when none do
+    (two probes of the open-lots index)."""
+    first = await session.scalar(
+        select(lot_t.c.expires_at)
+        .where(lot_t.c.account_id == account_id, lot_t.c.remaining > 0)
+        .order_by(lot_t.c.expires_at)
+        .limit(1)
+    )
+    if first is None or first >= NEVER:
+        return None, 0
+    points = await session.scalar(
+        select(func.sum(lot_t.c.remaining)).where(
+            lot_t.c.account_id == account_id,
+            lot_t.c.remaining > 0,
+            lot_t.c.expires_at == first,
+        )
+    )
+    return first, int(points or 0)

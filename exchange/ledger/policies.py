@@ -24,7 +24,7 @@ import datetime as dt
 import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import Table, func, insert, select
 from sqlalchemy.exc import IntegrityError
@@ -87,9 +87,9 @@ def lot_expiry(policy: PolicyTerms | None, opened_at: dt.datetime) -> dt.datetim
     return add_months(moment, policy.period)
 
 
-def _terms(row: object) -> PolicyTerms:
+def _terms(row: Any) -> PolicyTerms:
     return PolicyTerms(
-        row.id, row.partner_id, row.kind, row.period, row.effective_at, row.created_at  # type: ignore[attr-defined]
+        row.id, row.partner_id, row.kind, row.period, row.effective_at, row.created_at
     )
 
 
@@ -134,10 +134,8 @@ def check_policy(kind: object, period: object) -> tuple[str, int | None]:
             raise InvalidInput("a policy of kind never has no period", field="period")
         return "never", None
     if type(period) is not int or not 1 <= period <= MAX_PERIOD:
-        raise InvalidInput(
-            f"period must be a whole number from 1 to {MAX_PERIOD}", field="period"
-        )
-    return cast(str, kind), period
+        raise InvalidInput(f"period must be a whole number from 1 to {MAX_PERIOD}", field="period")
+    return str(kind), period
 
 
 async def set_policy(

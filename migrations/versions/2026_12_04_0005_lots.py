@@ -133,9 +133,7 @@ def _tables() -> None:
         sa.Column("noticed", sa.Boolean(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.CheckConstraint("points > 0", name=op.f("ck_lot_points")),
-        sa.CheckConstraint(
-            "remaining >= 0 AND remaining <= points", name=op.f("ck_lot_remaining")
-        ),
+        sa.CheckConstraint("remaining >= 0 AND remaining <= points", name=op.f("ck_lot_remaining")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_lot")),
     )
     op.create_index(
