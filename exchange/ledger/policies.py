@@ -31,6 +31,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from exchange.base import utcnow, uuid7
+from exchange.dialect import one_of
 from exchange.errors import EffectiveInPast, InvalidInput, VersionConflict
 from exchange.ledger.lot_models import EXPIRY_KINDS, ExpiryPolicy
 
@@ -101,7 +102,10 @@ async def policies_in_force(
         return {}
     latest = (
         select(policy_t.c.partner_id, func.max(policy_t.c.effective_at).label("effective_at"))
-        .where(policy_t.c.partner_id.in_(sorted(partner_ids)), policy_t.c.effective_at <= at)
+        .where(
+            one_of(session, policy_t.c.partner_id, sorted(partner_ids)),
+            policy_t.c.effective_at <= at,
+        )
         .group_by(policy_t.c.partner_id)
         .subquery()
     )
