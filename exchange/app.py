@@ -33,6 +33,8 @@ from exchange.jobs import run_periodic_jobs
 from exchange.ledger.controllers.batches import BatchesController
 from exchange.ledger.controllers.members import MembersController
 from exchange.ledger.controllers.operations import OperationsController
+from exchange.lots.controllers import LotsController
+from exchange.lots.scheduler import run_expiry_loop
 from exchange.migrate import upgrade_async
 from exchange.observability import request_id_middleware, structlog_plugin
 from exchange.pricing.controllers import BrandPricingController, PricingController
@@ -57,6 +59,7 @@ SIGNED_CONTROLLERS = (
     OperationsController,
     PricingController,
     BrandPricingController,
+    LotsController,
     ConversionsController,
     DonationsController,
     EarnRulesController,
@@ -121,6 +124,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             asyncio.create_task(run_scheduler(engine, settings, app.state.exchange_keys)),
             asyncio.create_task(run_log(engine, settings, app.state.exchange_keys)),
             asyncio.create_task(run_rollup(engine, settings)),
+            asyncio.create_task(run_expiry_loop(engine, settings)),
         ]
         try:
             yield

@@ -191,6 +191,7 @@ class ExchangeCLIPlugin(CLIPluginProtocol):
 
     def on_cli_init(self, cli: click.Group) -> None:
         from exchange.console.cli import console_group
+        from exchange.lots.cli import lots_group
         from exchange.pricing.cli import rates_group
         from settlement.cli import settlement_group
 
@@ -199,3 +200,4 @@ class ExchangeCLIPlugin(CLIPluginProtocol):
         cli.add_command(rates_group)
         cli.add_command(settlement_group)
         cli.add_command(console_group)
+        cli.add_command(lots_group)

@@ -3,6 +3,7 @@
 from exchange import outbox as outbox_models
 from exchange.base import Base
 from exchange.console import models as console_models
+from exchange.ledger import lot_models
 from exchange.ledger import models as ledger_models
 from exchange.pricing import models as rate_models
 from exchange.purchases import models as purchase_models
@@ -17,6 +18,7 @@ __all__ = [
     "console_models",
     "ledger_models",
     "log_models",
+    "lot_models",
     "metadata",
     "outbox_models",
     "partner_models",

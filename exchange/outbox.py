@@ -21,16 +21,18 @@ from sqlalchemy import (
     Table,
     Text,
     Uuid,
-    insert,
     text,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from exchange.base import Base, UTCDateTime, utcnow, uuid7
+from exchange.dialect import insert_columns
 from exchange.signing import canonical_json
 
-EVENT_TYPES = frozenset({"settlement.ready", "conversion.credited"})
+EVENT_TYPES = frozenset(
+    {"settlement.ready", "conversion.credited", "points.expiring", "points.expired"}
+)
 
 
 class OutboxEvent(Base):
@@ -75,35 +77,33 @@ async def enqueue_event(
     now: dt.datetime | None = None,
 ) -> uuid.UUID:
     """Queue an event for a partner's webhook, in the caller's transaction; returns its id."""
-    (event_id,) = await enqueue_events(session, [(partner_id, event_type, payload)], now=now)
+    (event_id,) = await enqueue_events(session, event_type, [(partner_id, payload)], now=now)
     return event_id
 
 
 async def enqueue_events(
     session: AsyncSession,
-    events: Sequence[tuple[uuid.UUID, str, Mapping[str, Any]]],
+    event_type: str,
+    events: Sequence[tuple[uuid.UUID, Mapping[str, Any]]],
     *,
     now: dt.datetime | None = None,
 ) -> list[uuid.UUID]:
-    """Queue events (partner id, type, payload) in the caller's transaction, in one statement;
+    """Queue many events of one type, ``(partner id, payload)`` each, in one statement;
     returns their ids."""
-    for _, event_type, _ in events:
-        if event_type not in EVENT_TYPES:
-            raise ValueError(f"unknown event type {event_type!r}")
+    if event_type not in EVENT_TYPES:
+        raise ValueError(f"unknown event type {event_type!r}")
+    if not events:
+        return []
     now = now or utcnow()
     ids = [uuid7() for _ in events]
-    rows = [
+    await insert_columns(
+        session,
+        outbox_t,
         {
-            "id": event_id,
-            "partner_id": partner_id,
-            "event_type": event_type,
-            "payload": canonical_json(dict(payload)).decode(),
-            "created_at": now,
-            "attempts": 0,
-            "next_attempt_at": now,
-        }
-        for event_id, (partner_id, event_type, payload) in zip(ids, events, strict=True)
-    ]
-    if rows:
-        await session.execute(insert(outbox_t), rows)
+            "id": ids,
+            "partner_id": [partner_id for partner_id, _ in events],
+            "payload": [canonical_json(dict(payload)).decode() for _, payload in events],
+        },
+        {"event_type": event_type, "created_at": now, "attempts": 0, "next_attempt_at": now},
+    )
     return ids

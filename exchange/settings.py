@@ -204,6 +204,10 @@ class Settings:
     """EXCHANGE_QUOTE_TTL_SECONDS: how long a conversion quote holds its rate and point values
     (1 to 900 seconds)."""
 
+    expiry_notice_days: int = 30
+    """EXCHANGE_EXPIRY_NOTICE_DAYS: how many days before its points expire a brand is sent
+    ``points.expiring`` for a member (0: never; at most 366)."""
+
     group_commit_flushers: int = 2
     """EXCHANGE_GROUP_COMMIT_FLUSHERS: groups of single operations a service process writes at
     once (README, group commit); one is prepared while another waits on the database."""
@@ -290,4 +294,5 @@ def get_settings() -> Settings:
         console_session_minutes=_env_int("CONSOLE_SESSION_MINUTES", 480, low=5, high=1440),
         console_max_failures=_env_int("CONSOLE_MAX_FAILURES", 5, low=1, high=100),
         console_lockout_minutes=_env_int("CONSOLE_LOCKOUT_MINUTES", 15, low=1, high=1440),
+        expiry_notice_days=_env_int("EXPIRY_NOTICE_DAYS", 30, low=0, high=366),
     )

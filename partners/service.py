@@ -72,9 +72,9 @@ async def create_partner(
     min_donation_points: int | None = None,
     code: str | None = None,
 ) -> PartnerInfo:
-    """Register a partner and open its accounts: issuance shards on its own points ledger
-    (brands), and settlement shards on the money ledger (everyone). Names are unique per kind;
-    a charity may have a stable ``code`` (``AID``) that donations name it by."""
+    """Register a partner and open its accounts: issuance shards and a breakage account on its
+    own points ledger (brands), and settlement shards on the money ledger (everyone). Names are
+    unique per kind; a charity may have a stable ``code`` (``AID``) that donations name it by."""
     if kind not in PARTNER_KINDS:
         raise InvalidInput(f"kind must be one of {', '.join(PARTNER_KINDS)}")
     name = name.strip()
@@ -108,10 +108,12 @@ async def create_partner(
     )
     session.add(partner)
     await session.flush()
-    pools = [("settlement", settlement_currency)]
+    pools = [("settlement", settlement_currency, shards)]
     if kind == "brand":
         assert currency is not None
-        pools.append(("issuance", currency))
+        # The breakage account takes the brand's expired points: one, the expiry run is its
+        # only writer.
+        pools += [("issuance", currency, shards), ("breakage", currency, 1)]
     await session.execute(
         insert(cast(Table, Account.__table__)),
         [
@@ -127,8 +129,8 @@ async def create_partner(
                 "head_hash": GENESIS_HASH,
                 "created_at": utcnow(),
             }
-            for pool, ledger in pools
-            for shard in range(shards)
+            for pool, ledger, count in pools
+            for shard in range(count)
         ],
     )
     return _info(partner)

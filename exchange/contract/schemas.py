@@ -155,6 +155,11 @@ class MemberBalanceOut(msgspec.Struct):
     head: AccountHead
     signature: DocumentSignature
     """Over ``head``."""
+    next_expiry_at: dt.datetime | None = None
+    """When the member's next points expire (``None``: none of its points expire)."""
+    next_expiry_points: int = 0
+    """How many points expire then (held points included: an expiry takes only what is
+    available, the rest at a later run)."""
 
 
 class HistoryItem(msgspec.Struct):

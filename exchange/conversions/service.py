@@ -204,7 +204,7 @@ def _details(
     }
 
 
-def _credited(destination: PartnerInfo, conversion: Conversion) -> tuple[Any, str, dict[str, Any]]:
+def _credited(destination: PartnerInfo, conversion: Conversion) -> tuple[Any, dict[str, Any]]:
     """The event by which the destination brand learns of the credit (its webhook), queued in
     the conversion's transaction, so that it exists exactly when the conversion does."""
     payload = {
@@ -215,7 +215,7 @@ def _credited(destination: PartnerInfo, conversion: Conversion) -> tuple[Any, st
         "points": conversion.out,
         "created_at": rfc3339(conversion.created_at),
     }
-    return destination.id, "conversion.credited", payload
+    return destination.id, payload
 
 
 async def record_conversions(
@@ -234,6 +234,7 @@ async def record_conversions(
         )
     await enqueue_events(
         session,
+        "conversion.credited",
         [
             _credited(prepared.parties.destination, conversion)
             for (prepared, _), conversion in zip(posted, conversions, strict=True)

@@ -49,7 +49,8 @@ Design note
   ledger without it), and what posts written in one statement per table
   (``exchange.ledger.bulk``). A lone transaction is a batch of one: :func:`post_transaction` is
   that call, so there is still one engine. Expired holds are released under the same locks
-  (``exchange.ledger.expiry``).
+  (``exchange.ledger.expiry``), and the lots of member accounts opened and consumed
+  (``exchange.ledger.lots``).
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ from exchange.errors import (
 from exchange.ledger import bulk
 from exchange.ledger.chain import SEVERAL_COUNTERPARTIES, digest
 from exchange.ledger.expiry import expire_holds
+from exchange.ledger.lots import record_lots
 from exchange.ledger.models import Account
 
 _BALANCE_LIMIT = 2**63 - 1  # what a BIGINT (and SQLite's INTEGER) can hold
@@ -374,7 +376,8 @@ async def post_transactions(
     are released once; then the specs are applied in order, in memory. A spec that would make a
     member short of points (or a balance leave the ledger's range) gets its refusal as its
     outcome and changes nothing: the specs after it see the ledger without it. What posts is
-    written in three statements (transactions, postings, account heads), however many specs."""
+    written in three statements (transactions, postings, account heads), however many specs,
+    and the member accounts' lots in a few more (``exchange.ledger.lots``)."""
     if not specs:
         return []
     locked, heads, now = await _lock(session, specs)
@@ -386,6 +389,7 @@ async def post_transactions(
     ]
     await bulk.insert_transactions(session, posted, now)
     await bulk.insert_postings(session, posted, now)
+    await record_lots(session, posted, heads.partner, now)
     changed = [
         account_id
         for account_id, _, _, _, _, held, seq, *_ in locked

@@ -27,9 +27,9 @@ from exchange.base import Base, BigIntPK, UTCDateTime, utcnow, uuid7
 
 TRANSACTION_KINDS = (
     "issue", "redeem", "transfer", "convert", "donate",
-    "hold", "capture", "void", "reverse", "settle", "earn",
+    "hold", "capture", "void", "reverse", "settle", "earn", "expire",
 )  # fmt: skip
-ACCOUNT_KINDS = ("member", "issuance", "settlement")
+ACCOUNT_KINDS = ("member", "issuance", "settlement", "breakage")
 HOLD_STATUSES = ("active", "captured", "voided", "expired")
 
 
@@ -50,7 +50,7 @@ class Account(Base):
 
     __tablename__ = "account"
     __table_args__ = (
-        CheckConstraint("kind IN ('member', 'issuance', 'settlement')", name="kind"),
+        CheckConstraint("kind IN ('member', 'issuance', 'settlement', 'breakage')", name="kind"),
         CheckConstraint("(kind = 'member') = (member_id IS NOT NULL)", name="member_owner"),
         CheckConstraint("kind <> 'member' OR balance - held >= 0", name="member_available"),
         CheckConstraint("held >= 0", name="held"),
@@ -88,7 +88,7 @@ class LedgerTransaction(Base):
     __table_args__ = (
         CheckConstraint(
             "kind IN ('issue', 'redeem', 'transfer', 'convert', 'donate',"
-            " 'hold', 'capture', 'void', 'reverse', 'settle', 'earn')",
+            " 'hold', 'capture', 'void', 'reverse', 'settle', 'earn', 'expire')",
             name="kind",
         ),
         CheckConstraint("points >= 0", name="points"),

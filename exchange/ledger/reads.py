@@ -21,6 +21,7 @@ from exchange.base import utcnow
 from exchange.errors import HoldNotFound, InvalidCursor, InvalidInput, TransactionNotFound
 from exchange.ledger.expiry import active_held
 from exchange.ledger.holds import HoldView
+from exchange.ledger.lots import next_expiry
 from exchange.ledger.members import brand_currency, get_member
 from exchange.ledger.models import Account, Hold, LedgerTransaction, Member, Posting
 from exchange.ledger.parties import PartnerInfo
@@ -56,6 +57,8 @@ class MemberBalance:
     available: int
     seq: int
     head_hash: bytes
+    next_expiry_at: dt.datetime | None = None
+    next_expiry_points: int = 0
 
 
 async def member_balance(
@@ -72,9 +75,10 @@ async def member_balance(
         )
     ).one()
     held = await active_held(session, member.account_id)
+    expiry_at, expiry_points = await next_expiry(session, member.account_id)
     return MemberBalance(
         member_ref, currency, member.account_id, row.balance, held,
-        row.balance - held, row.seq, row.head_hash,
+        row.balance - held, row.seq, row.head_hash, expiry_at, expiry_points,
     )  # fmt: skip
 
 

@@ -162,6 +162,8 @@ def member_balance_out(keys: ExchangeKeys, balance: MemberBalance) -> MemberBala
         available=balance.available,
         head=head,
         signature=sign(keys, head),
+        next_expiry_at=balance.next_expiry_at,
+        next_expiry_points=balance.next_expiry_points,
     )
 
 

@@ -36,6 +36,7 @@ from sqlalchemy.pool import NullPool
 
 from exchange.dialect import aggregate_in_memory, can_read_apart, chunks, uuid_bytes
 from exchange.ledger.chain import GENESIS_HASH, POSTING_LAYOUT, POSTING_PREFIX, posting_hash
+from exchange.ledger.lot_checks import lot_faults
 from exchange.ledger.models import Account, Hold, Posting
 
 MAX_FAULTS = 100
@@ -454,7 +455,8 @@ def _child_main() -> None:
 async def _set_checks(connection: AsyncConnection, report: VerifyReport) -> None:
     """What one aggregate each finds: transactions that do not sum to zero per ledger, postings
     on another ledger than their account's (the hash does not cover the ledger), and accounts
-    whose ``held`` is not the sum of their active holds."""
+    whose ``held`` is not the sum of their active holds; then the lots
+    (``exchange.ledger.lot_checks``)."""
     # The zero-sum aggregate hashes every transaction: memory for that, not a spill.
     await aggregate_in_memory(connection)
     unbalanced = await connection.execute(
@@ -503,6 +505,8 @@ async def _set_checks(connection: AsyncConnection, report: VerifyReport) -> None
             Fault("held", f"account {account_id} holds {recorded}, its active holds {total}",
                   account_id=account_id)
         )  # fmt: skip
+    async for detail, account_id in lot_faults(connection):
+        report.add(Fault("lots", detail, account_id=account_id))
 
 
 def _fault_order(fault: Fault) -> tuple[int, int]:

@@ -97,9 +97,10 @@ def test_a_brand_is_onboarded_with_its_keys(
     assert {k: v for k, v in brand.items() if k != "id"} == {
         "kind": "brand", "name": "Sky Air", "currency": "SKY", "min_donation_points": None,
     }  # fmt: skip
-    # Two issuance shards on its own SKY ledger, two settlement shards on the money ledger.
+    # Its breakage account and two issuance shards on its own SKY ledger, two settlement
+    # shards on the money ledger.
     assert accounts_of(db, brand["id"]) == [
-        ("issuance", "SKY", 0), ("issuance", "SKY", 1),
+        ("breakage", "SKY", 0), ("issuance", "SKY", 0), ("issuance", "SKY", 1),
         ("settlement", "EUR", 0), ("settlement", "EUR", 1),
     ]  # fmt: skip
     partner_hex = uuid.UUID(brand["id"]).hex
@@ -211,3 +212,22 @@ def test_a_charity_and_the_operator_are_created(
             ("settlement", "EUR", 1),
         ]
     assert db.execute("SELECT COUNT(*) FROM partner").fetchone() == (2,)
+
+
+def test_expiry_policy_run_and_liability(cli_settings: Settings) -> None:
+    """The operator sets Sky Air's expiry policy, runs the expiry (nothing due) and reads the
+    liability: no points outstanding, no breakage."""
+    run(cli_settings, "partners", "create", "--kind", "brand", "--name", "Sky Air",
+        "--currency", "SKY")  # fmt: skip
+    policy = run(cli_settings, "lots", "set-policy", "--currency", "SKY", "--kind", "months",
+                 "--period", "24")  # fmt: skip
+    assert (policy["kind"], policy["period"], policy["currency"]) == ("months", 24, "SKY")
+    expired = run(cli_settings, "lots", "expire")
+    assert (expired["members"], expired["points"]) == (0, 0)
+    report = run(cli_settings, "lots", "liability", "--currency", "SKY")
+    assert (report["points_outstanding"], report["value_micros"]) == (0, None)
+    assert report["breakage"]["points"] == 0
+    refused = litestar(cli_settings, "lots", "set-policy", "--currency", "SKY", "--kind",
+                       "never", "--period", "3", env=ENV)  # fmt: skip
+    assert refused.returncode == 1
+    assert json.loads(refused.stderr)["type"] == "invalid-input"

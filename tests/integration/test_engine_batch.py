@@ -114,7 +114,8 @@ async def test_one_lock_one_insert_per_table_one_update_of_heads(
     engine: AsyncEngine, sessions: Sessions, sky: PartnerInfo, transfers: int
 ) -> None:
     """A batch's rows go in one statement per table: on PostgreSQL by COPY from 64 rows (329
-    transactions, 658 postings), as arrays below (3 transactions and their 6 postings)."""
+    transactions, 658 postings, 329 lots), as arrays below (3 transactions and their 6
+    postings)."""
     people = await members(sessions, sky, *(f"m{n}" for n in range(30)))
     issues = 300 if transfers > 2 else 1
     specs = [issue_spec(sky, people[n % 30], n + 1) for n in range(issues)]
@@ -132,16 +133,22 @@ async def test_one_lock_one_insert_per_table_one_update_of_heads(
     writes = [s for s in seen if not s.startswith("SELECT")]
     count = len(specs)
     if engine.dialect.name == "postgresql" and count >= 64:
-        assert writes[:2] == [
+        # Every spec credits a member (a lot each); each transfer takes from a lot opened in
+        # this same batch (so no lot read before changes), one consumption each.
+        assert writes[:3] == [
             f"COPY ledger_transaction ({count} rows)",
             f"COPY posting ({2 * count} rows)",
+            f"COPY lot ({count} rows)",
         ]
-        assert writes[2].startswith("UPDATE account SET") and "unnest(" in writes[2]
-        assert len(writes) == 3
+        assert writes[3].startswith("INSERT INTO lot_consumption") and "unnest(" in writes[3]
+        assert writes[4].startswith("UPDATE account SET") and "unnest(" in writes[4]
+        assert len(writes) == 5
     else:
         assert [" ".join(s.split()[:3]) for s in writes] == [
             "INSERT INTO ledger_transaction",
             "INSERT INTO posting",
+            "INSERT INTO lot",
+            "INSERT INTO lot_consumption",
             "UPDATE account SET",
         ]
         if engine.dialect.name == "postgresql":
