@@ -426,9 +426,14 @@ def _ser_param(key: str, value: BareItemType) -> str:
     raise ValueError(f"unsupported parameter value {value!r}")
 
 
+_SERIALISED_REQ = re.compile(r'"[!#-\[\]-~]*";req\Z')
+"""A component given in its serialised form with the ``req`` parameter (``"@method";req``)."""
+
+
 def _ser_component(name: str) -> str:
-    # A component with parameters (``"@method";req``) is kept in its serialised form.
-    return name if name.endswith(_REQ) else _ser_string(name)
+    # Kept as given only when it is a whole serialised ``"...";req``: any other name, even one
+    # that merely ends in ``;req``, is a string like every component name.
+    return name if _SERIALISED_REQ.match(name) else _ser_string(name)
 
 
 def _signature_params(components: Sequence[str], params: dict[str, BareItemType]) -> str:
