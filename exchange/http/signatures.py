@@ -33,8 +33,8 @@ from litestar.datastructures import Headers
 from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, HTTPScope, Receive, Scope, Send
-from sqlalchemy import bindparam, delete, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import bindparam, delete, select, text
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from exchange.errors import BadRequest, DomainError
@@ -203,15 +203,36 @@ _ACTIVE_KEYS = (
 )
 
 
-def _nonce_claims(dialect: Any, rows: list[dict[str, Any]]) -> Any:
-    """One upsert of ``rows``, returning the nonces it took."""
-    insert = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
-    claim = insert(SignatureNonce).values(rows)
-    return claim.on_conflict_do_update(
+# On PostgreSQL the group's nonces go as three arrays into one statement whose text never
+# changes (prepared once per connection); a multi-row VALUES list would be compiled again for
+# each group size.
+_CLAIM_NONCES_PG = text(
+    """
+    INSERT INTO signature_nonce (key_id, nonce, expires_at)
+    SELECT * FROM unnest(CAST(:key_ids AS text[]), CAST(:nonces AS text[]),
+                         CAST(:expires AS timestamptz[]))
+    ON CONFLICT (key_id, nonce) DO UPDATE SET expires_at = excluded.expires_at
+    WHERE signature_nonce.expires_at <= :now
+    RETURNING key_id, nonce
+    """
+)
+
+
+def _nonce_claims(dialect: Any, rows: list[dict[str, Any]]) -> tuple[Any, dict[str, Any]]:
+    """One upsert of ``rows``, returning the nonces it took, and its parameters but ``now``."""
+    if dialect.name == "postgresql":
+        return _CLAIM_NONCES_PG, {
+            "key_ids": [row["key_id"] for row in rows],
+            "nonces": [row["nonce"] for row in rows],
+            "expires": [row["expires_at"] for row in rows],
+        }
+    claim = sqlite.insert(SignatureNonce).values(rows)
+    statement = claim.on_conflict_do_update(
         index_elements=[SignatureNonce.key_id, SignatureNonce.nonce],
         set_={"expires_at": claim.excluded.expires_at},
         where=SignatureNonce.expires_at <= bindparam("now"),
     ).returning(SignatureNonce.key_id, SignatureNonce.nonce)
+    return statement, {}
 
 
 @functools.lru_cache(maxsize=4096)
@@ -276,11 +297,9 @@ async def _claim_nonces(
         rows.setdefault(
             (key_id, nonce), {"key_id": key_id, "nonce": nonce, "expires_at": expires_at}
         )
-    claim = _nonce_claims(conn.dialect, list(rows.values()))
-    taken = {
-        (row.key_id, row.nonce)
-        for row in await conn.execute(claim, {"now": dt.datetime.fromtimestamp(now, dt.UTC)})
-    }
+    claim, parameters = _nonce_claims(conn.dialect, list(rows.values()))
+    parameters["now"] = dt.datetime.fromtimestamp(now, dt.UTC)
+    taken = {(row.key_id, row.nonce) for row in await conn.execute(claim, parameters)}
     first: set[tuple[str, str]] = set()
     outcome = []
     for key_id, nonce, _ in claims:
