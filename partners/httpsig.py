@@ -194,6 +194,51 @@ def _component_name(item: Any, label: str) -> str:
     return value if not params else http_sf.ser((value, params))
 
 
+# The one shape every conforming signer sends, in canonical form (one label, plain component
+# names, parameters that are strings with nothing to escape, canonical integers or true),
+# parsed with two regular expressions: the general parser (``http_sf``) cost a tenth of a
+# signed request's time. Anything else, and any doubt, goes to ``http_sf``; a property test
+# holds the two to the same result.
+_SF_KEY = r"[a-z*][a-z0-9_.*-]*"
+_SF_STRING = r'"[ !#-\[\]-~]*"'
+_SF_PARAM = rf"(?:;{_SF_KEY}(?:=(?:{_SF_STRING}|0|-?[1-9][0-9]{{0,14}}))?)"
+_CANONICAL_INPUT = re.compile(
+    rf"({_SF_KEY})=(\((?:{_SF_STRING}(?: {_SF_STRING})*)?\)({_SF_PARAM}*))\Z"
+)
+_CANONICAL_SIGNATURE = re.compile(rf"({_SF_KEY})=:([A-Za-z0-9+/]*={{0,2}}):\Z")
+_PARAM = re.compile(rf";({_SF_KEY})(?:=({_SF_STRING}|-?[0-9]+))?")
+_NAMES = re.compile(_SF_STRING)
+
+
+def _canonical_candidate(raw_input: str, raw_signature: str) -> SignatureCandidate | None:
+    """The candidate of a canonical one-label pair of fields, or ``None`` (then ``http_sf``
+    decides)."""
+    found = _CANONICAL_INPUT.match(raw_input)
+    signed = _CANONICAL_SIGNATURE.match(raw_signature)
+    if found is None or signed is None or found.group(1) != signed.group(1):
+        return None
+    label, inner, raw_params = found.groups()
+    params: dict[str, object] = {}
+    for key, value in _PARAM.findall(raw_params):
+        if key in params:
+            return None  # a repeated parameter: the general parser's rules apply
+        params[key] = True if not value else value[1:-1] if value[0] == '"' else int(value)
+    try:
+        signature = base64.b64decode(signed.group(2), validate=True)
+    except ValueError:
+        return None
+    components = tuple(name[1:-1] for name in _NAMES.findall(inner[: len(inner) - len(raw_params)]))
+    key_id = params.get("keyid")
+    return SignatureCandidate(
+        label=label,
+        key_id=key_id if isinstance(key_id, str) else None,
+        components=components,
+        params=params,
+        params_serialized=inner,
+        signature=signature,
+    )
+
+
 def parse_signatures(headers: Mapping[str, str]) -> list[SignatureCandidate]:
     """Parse ``Signature-Input`` and ``Signature`` into one candidate per label.
 
@@ -205,6 +250,14 @@ def parse_signatures(headers: Mapping[str, str]) -> list[SignatureCandidate]:
     raw_inputs, raw_signatures = fields.get("signature-input"), fields.get("signature")
     if raw_inputs is None or raw_signatures is None:
         return []
+    canonical = _canonical_candidate(raw_inputs, raw_signatures)
+    if canonical is not None:
+        return [canonical]
+    return _parsed_candidates(raw_inputs, raw_signatures)
+
+
+def _parsed_candidates(raw_inputs: str, raw_signatures: str) -> list[SignatureCandidate]:
+    """:func:`parse_signatures` by the general Structured Fields parser."""
     inputs = _parse_dictionary(raw_inputs, "Signature-Input")
     signatures = _parse_dictionary(raw_signatures, "Signature")
     candidates = []

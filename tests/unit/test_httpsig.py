@@ -885,6 +885,46 @@ def test_the_signature_headers_serialise_as_http_sf_does(
     assert httpsig._signature_params(components, params) == ser_innerlist(inner)
 
 
+@given(
+    label=_sf_keys,
+    components=st.lists(_sf_strings, max_size=6),
+    params=_sf_params,
+    signature=st.binary(max_size=80),
+)
+def test_the_canonical_fields_parse_as_http_sf_parses_them(
+    label: str, components: list[str], params: dict[str, Any], signature: bytes
+) -> None:
+    """The regular-expression parser of the canonical shape reads what the general one reads."""
+    signature_input, signature_header = httpsig._serialise_signature_headers(
+        label, components, params, signature
+    )
+    general = httpsig._parsed_candidates(signature_input, signature_header)
+    fast = httpsig._canonical_candidate(signature_input, signature_header)
+    plain = all("\\" not in name and '"' not in name for name in components) and all(
+        not isinstance(value, str) or ("\\" not in value and '"' not in value)
+        for value in params.values()
+    )
+    assert fast is not None or not plain
+    if fast is not None:
+        assert [fast] == general
+
+
+_field_text = st.text(alphabet=st.sampled_from(list('ab=;:()" \\*-019+/=kyidcreat')), max_size=60)
+
+
+@given(raw_input=_field_text, raw_signature=_field_text)
+@example(raw_input='a=("x");n="1";n="2"', raw_signature="a=:AA==:")
+@example(raw_input='a=("x");n=007', raw_signature="a=:AA==:")
+@example(raw_input='a=("x")', raw_signature="b=:AA==:")
+def test_the_canonical_parser_declines_what_it_does_not_read_as_http_sf_does(
+    raw_input: str, raw_signature: str
+) -> None:
+    """On any field text the fast parser either declines or agrees with the general one."""
+    fast = httpsig._canonical_candidate(raw_input, raw_signature)
+    if fast is not None:
+        assert [fast] == httpsig._parsed_candidates(raw_input, raw_signature)
+
+
 @pytest.mark.parametrize("body", [b"", b"{}", b"x" * 1000])
 def test_the_content_digest_serialises_as_http_sf_does(body: bytes) -> None:
     for alg, hasher in httpsig.DIGEST_ALGORITHMS.items():
