@@ -26,12 +26,11 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Table, func, insert, select
+from sqlalchemy import Table, bindparam, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from exchange.base import utcnow, uuid7
-from exchange.dialect import one_of
 from exchange.errors import EffectiveInPast, InvalidInput, VersionConflict
 from exchange.ledger.lot_models import EXPIRY_KINDS, ExpiryPolicy
 
@@ -94,28 +93,31 @@ def _terms(row: Any) -> PolicyTerms:
     )
 
 
+# Built once: the engine reads it for every group that opens lots, and building the statement
+# (and its cache key) cost more than running it.
+_LATEST = (
+    select(policy_t.c.partner_id, func.max(policy_t.c.effective_at).label("effective_at"))
+    .where(
+        policy_t.c.partner_id.in_(bindparam("partner_ids", expanding=True)),
+        policy_t.c.effective_at <= bindparam("at"),
+    )
+    .group_by(policy_t.c.partner_id)
+    .subquery()
+)
+_IN_FORCE = select(policy_t).join(
+    _LATEST,
+    (_LATEST.c.partner_id == policy_t.c.partner_id)
+    & (_LATEST.c.effective_at == policy_t.c.effective_at),
+)
+
+
 async def policies_in_force(
     session: AsyncSession, partner_ids: Collection[uuid.UUID], at: dt.datetime
 ) -> dict[uuid.UUID, PolicyTerms]:
     """The version in force at ``at`` of each brand that has one: one query."""
     if not partner_ids:
         return {}
-    latest = (
-        select(policy_t.c.partner_id, func.max(policy_t.c.effective_at).label("effective_at"))
-        .where(
-            one_of(session, policy_t.c.partner_id, sorted(partner_ids)),
-            policy_t.c.effective_at <= at,
-        )
-        .group_by(policy_t.c.partner_id)
-        .subquery()
-    )
-    rows = await session.execute(
-        select(policy_t).join(
-            latest,
-            (latest.c.partner_id == policy_t.c.partner_id)
-            & (latest.c.effective_at == policy_t.c.effective_at),
-        )
-    )
+    rows = await session.execute(_IN_FORCE, {"partner_ids": sorted(partner_ids), "at": at})
     return {row.partner_id: _terms(row) for row in rows}
 
 
